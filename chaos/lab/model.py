@@ -1,0 +1,92 @@
+"""Shared shapes of the lab: hosts, secrets, health checks, and the component contract."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from chaos.lab.procs import Daemon
+
+
+@dataclass(frozen=True)
+class Host:
+    """A lab host: a name and its own loopback address (ctl1 = 127.0.0.11)."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``chaos lab status``."""
+
+    component: str  # "galera/ctl1", "rabbitmq/ctl2", "libvirt/cmp1", "sshd"
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class LabSecrets:
+    """Credentials the lab generates once and keeps in files (mode 600) under its root."""
+
+    db_user: str
+    db_password: str
+    rabbit_user: str
+    rabbit_password: str
+    erlang_cookie: str
+
+    @classmethod
+    def load_or_create(cls, root: Path) -> LabSecrets:
+        folder = root / "secrets"
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+
+        def value(name: str, make: Callable[[], str]) -> str:
+            path = folder / name
+            if path.exists():
+                return path.read_text().strip()
+            text = make()
+            path.touch(mode=0o600)
+            path.write_text(text + "\n")
+            return text
+
+        return cls(
+            db_user="chaos",
+            db_password=value("db-password", lambda: _secrets.token_urlsafe(18)),
+            rabbit_user="chaos",
+            rabbit_password=value("rabbitmq-password", lambda: _secrets.token_urlsafe(18)),
+            # Erlang cookies are plain uppercase letters by convention
+            erlang_cookie=value(
+                "erlang-cookie",
+                lambda: "".join(_secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(32)),
+            ),
+        )
+
+
+Register = Callable[[Daemon], None]
+"""Called with each daemon the moment it is spawned, so a failed ``up`` can still stop it."""
+
+
+class Component(Protocol):
+    """What the orchestrator needs of each part of the lab."""
+
+    name: str
+
+    def preflight(self) -> list[str]:
+        """Problems that forbid starting (port in use, binary missing); [] when fit."""
+        ...
+
+    def up(self, register: Register) -> None:
+        """Start from nothing and return once healthy; raise LabError otherwise."""
+        ...
+
+    def status(self) -> list[Check]:
+        """Health, each probe bounded by timeouts."""
+        ...
+
+    def down(self, daemons: list[Daemon]) -> None:
+        """Stop this component's daemons and remove whatever else it created."""
+        ...
