@@ -1,0 +1,138 @@
+"""The ``chaos`` command.
+
+Exit codes: 0 ok, 1 a verdict failed, 2 bad usage or bad input, 3 the site (or the
+machine under the lab) could not be reached or is not fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from chaos.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, ConfigError, HarnessError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad usage is one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from chaos.lab.lab import Lab
+
+    lab = Lab(Path(args.lab_dir) if args.lab_dir else None)
+    if args.action == "up":
+        result = lab.up()
+        if result.already_up:
+            print(f"lab already up at {lab.root} (nothing to do)")
+        else:
+            print(f"lab up in {result.seconds:.1f}s at {lab.root}")
+        print(f"inventory: {result.inventory}")
+        return EXIT_OK
+    if args.action == "down":
+        seconds = lab.down()
+        print(f"lab down in {seconds:.1f}s; nothing of it left running")
+        return EXIT_OK
+    if args.action == "status":
+        checks = lab.status()
+        width = max(len(c.component) for c in checks)
+        for check in checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'} {check.component:<{width}}  {check.detail}")
+        healthy = all(c.ok for c in checks)
+        print("lab healthy" if healthy else "lab NOT healthy")
+        return EXIT_OK if healthy else EXIT_VERDICT
+    if args.action == "env":
+        sys.stdout.write(lab.env())
+        return EXIT_OK
+    raise AssertionError(args.action)
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from chaos import inventory
+
+    site = inventory.load(args.file)
+    print(f"{args.file}: ok: site {site.name} ({site.kind}), "
+          f"{len(site.controllers)} controllers, {len(site.computes)} computes")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    import pytest
+
+    from chaos.plugin import resolve_inventory
+
+    inventory = resolve_inventory(args.inventory, use_lab=args.lab or args.inventory is None)
+    report_dir = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    scenarios = Path(__file__).resolve().parent.parent / "scenarios"
+    argv = [
+        str(scenarios),
+        f"--inventory={inventory}",
+        f"--junitxml={report_dir / 'junit.xml'}",
+        "-o", "junit_family=xunit2",
+        *pytest_args,
+    ]
+    code = int(pytest.main(argv))
+    verdict = {0: "all scenarios passed", 1: "a scenario FAILED"}.get(code, "run did not complete")
+    print(f"chaos run: {verdict}; report: {report_dir.resolve()}")
+    if code in (0, 1, 3):
+        return code
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chaos", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    lab = sub.add_parser("lab", help="the local lab: a real control plane on this machine")
+    lab.add_argument("action", choices=["up", "down", "status", "env"])
+    lab.add_argument("--lab-dir",
+                     help="lab directory (default $CHAOS_LAB_DIR or /var/lib/chaos-lab)")
+
+    inv = sub.add_parser("inventory", help="site inventories")
+    inv_sub = inv.add_subparsers(dest="inv_action", required=True, parser_class=_Parser)
+    check = inv_sub.add_parser("check", help="validate an inventory file")
+    check.add_argument("file")
+
+    run = sub.add_parser("run",
+                         help="run the scenario suite against a site (extra args go to pytest)")
+    run.add_argument("--inventory", help="site inventory (default: the running lab's)")
+    run.add_argument("--lab", action="store_true", help="run against the running local lab")
+    run.add_argument("--report-dir", help="where the report goes (default reports/<time>)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "lab":
+            return _lab(args)
+        if args.command == "inventory":
+            return _inventory(args)
+        if args.command == "run":
+            return _run(args, extra)
+    except ConfigError as exc:
+        print(f"chaos: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except HarnessError as exc:
+        print(f"chaos {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("chaos: interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,577 @@
+"""Three real MariaDB Galera nodes, each on its own loopback address.
+
+How ``up`` gets to three Synced nodes fast
+------------------------------------------
+``mariadb-install-db`` runs once, into a template data directory. The template gets a
+``grastate.dat`` with a fresh random cluster UUID, seqno 0 and ``safe_to_bootstrap: 1``,
+and is copied (``cp -a``) to all three nodes, so they start with the very same state.
+The first node bootstraps with ``--wsrep-new-cluster`` (which keeps the saved UUID:seqno
+as the cluster's position); the other two start as soon as its group port listens, find
+their own position equal to the cluster's and join with no state transfer at all -- no
+rsync SST, not even an IST. ``up`` checks every joiner's log and fails if an SST ran
+anyway, because an SST means the trick silently stopped working and the lab got slow.
+
+Lab tuning (reports about this lab must say it is tuned)
+--------------------------------------------------------
+Group communication is tuned for fast failure detection on one quiet machine, where a
+missed heartbeat means a dead or frozen process, never a congested WAN:
+
+* ``evs.keepalive_period=PT0.5S`` and ``evs.inactive_check_period=PT0.5S`` (defaults 1 s,
+  0.5 s): heartbeats often enough that a 2 s silence is meaningful.
+* ``evs.suspect_timeout=PT2S`` (default 5 s): a silent peer is suspected after 2 s; once
+  all survivors suspect it, it is dropped from the view. This is what sets how fast a
+  ``kill -9`` shows up as ``size=2``.
+* ``evs.inactive_timeout=PT4S`` (default 15 s): hard limit after which a peer is declared
+  dead even without consensus, kept at twice the suspect timeout as Galera expects.
+* ``evs.install_timeout=PT4S`` (default 7.5 s): how long a membership change may take
+  to install before it is retried; must not be below the suspect timeout.
+* ``gmcast.peer_timeout=PT2S`` (default 3 s) and ``pc.announce_timeout=PT1S``
+  (default 3 s): reconnect and announce faster after a restart or a healed partition.
+* ``gcache.size=32M`` (default 128 M): three nodes on one VM; enough for IST after short
+  outages, which is what recovery scenarios exercise.
+
+Production clusters use the defaults or larger values; results about *timings* measured
+on this lab therefore do not transfer as they are, results about *behaviour* do.
+
+InnoDB keeps ``innodb_flush_log_at_trx_commit=1`` on purpose (see the config text), and
+is otherwise sized small (32 MB buffer pool, 16 MB redo log) so three nodes fit next to
+RabbitMQ and the computes.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+
+from chaos.errors import LabError, ProbeTimeout
+from chaos.lab import procs
+from chaos.lab.model import Check, Host, LabSecrets, Register
+from chaos.lab.procs import Daemon
+from chaos.wait import wait_for
+
+MARIADBD = "/usr/sbin/mariadbd"
+INSTALL_DB = "/usr/bin/mariadb-install-db"
+GALERA_LIB = "/usr/lib/galera/libgalera_smm.so"
+SST_SCRIPT = "/usr/bin/wsrep_sst_rsync"
+RSYNC = "/usr/bin/rsync"
+OS_USER = "mysql"
+
+GCOMM_PORT = 4567
+IST_PORT = 4568
+SST_PORT = 4444
+
+PROVIDER_OPTIONS = (
+    "evs.keepalive_period=PT0.5S",
+    "evs.inactive_check_period=PT0.5S",
+    "evs.suspect_timeout=PT2S",
+    "evs.inactive_timeout=PT4S",
+    "evs.install_timeout=PT4S",
+    "gmcast.peer_timeout=PT2S",
+    "pc.announce_timeout=PT1S",
+    "gcache.size=32M",
+)
+
+# Shared by the template (mariadb-install-db) and the nodes: the template's redo log
+# and system tablespace must match what the nodes expect, or every node would first
+# resize them.
+INNODB_SETTINGS = """\
+innodb_buffer_pool_size = 32M
+innodb_log_file_size = 16M
+innodb_log_buffer_size = 4M
+# Durable commits: each node flushes its redo log at every commit. With 0 or 2 (kolla,
+# openstack-helm) a commit acknowledged just before all nodes die can vanish, and
+# full-outage scenarios must be able to tell a real loss from a lab artefact.
+innodb_flush_log_at_trx_commit = 1
+performance_schema = OFF
+key_buffer_size = 8M
+aria_pagecache_buffer_size = 8M
+skip-name-resolve
+"""
+
+UP_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+
+# procs.stop sends SIGTERM, waits, then SIGKILL; a Galera node's clean shutdown
+# (leave the group, flush InnoDB) takes 1-3 s here.
+
+
+@dataclass(frozen=True)
+class GaleraState:
+    """What one node says about itself and its cluster (``SHOW STATUS LIKE 'wsrep_%'``)."""
+
+    size: int
+    status: str  # wsrep_cluster_status: Primary, non-Primary, Disconnected
+    local_state: str  # wsrep_local_state_comment: Synced, Donor/Desynced, Joining...
+    ready: bool
+    last_committed: int
+    cluster_uuid: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "Primary" and self.local_state == "Synced" and self.ready
+
+    def describe(self) -> str:
+        text = f"size={self.size} {self.status} {self.local_state} seqno={self.last_committed}"
+        return text if self.ready else text + " not-ready"
+
+
+_STATUS_QUERY = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_size', "
+    "'wsrep_cluster_status', 'wsrep_local_state_comment', 'wsrep_ready', "
+    "'wsrep_last_committed', 'wsrep_cluster_state_uuid')"
+)
+
+
+def _state_from_rows(rows: dict[str, str]) -> GaleraState:
+    def number(name: str) -> int:
+        text = rows.get(name, "")
+        return int(text) if text.lstrip("-").isdigit() else -1
+
+    return GaleraState(
+        size=number("wsrep_cluster_size"),
+        status=rows.get("wsrep_cluster_status", "unknown"),
+        local_state=rows.get("wsrep_local_state_comment", "unknown"),
+        ready=rows.get("wsrep_ready", "OFF").upper() == "ON",
+        last_committed=number("wsrep_last_committed"),
+        cluster_uuid=rows.get("wsrep_cluster_state_uuid", ""),
+    )
+
+
+def _query_state(conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> GaleraState:
+    with conn.cursor() as cur:
+        cur.execute(_STATUS_QUERY)
+        rows = {str(name): str(value) for name, value in cur.fetchall()}
+    return _state_from_rows(rows)
+
+
+def probe(
+    address: str, port: int, user: str, password: str, *, timeout: float = 3.0
+) -> GaleraState:
+    """Ask one node over TCP. SHOW STATUS is allowed on a non-Primary node, so this
+    works where ordinary queries fail with error 1047."""
+    conn = pymysql.connect(
+        host=address,
+        port=port,
+        user=user,
+        password=password,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        write_timeout=timeout,
+    )
+    try:
+        return _query_state(conn)
+    finally:
+        conn.close()
+
+
+def _socket_connect(
+    sock: Path, timeout: float = 3.0
+) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+    # root@localhost authenticates by unix_socket (peer credentials): we run as root,
+    # so no password exists or is needed.
+    return pymysql.connect(
+        unix_socket=str(sock),
+        user="root",
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        write_timeout=timeout,
+    )
+
+
+def socket_probe(sock: Path, *, timeout: float = 3.0) -> GaleraState:
+    """Like :func:`probe` but as root over the node's unix socket (no account needed)."""
+    conn = _socket_connect(sock, timeout)
+    try:
+        return _query_state(conn)
+    finally:
+        conn.close()
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return f"{path}: " + " | ".join(tail) if tail else f"{path}: (empty)"
+
+
+def _reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether a process with uid/gid may traverse every directory down to ``path``."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            return True  # we will create the rest, traversable
+        mode = info.st_mode
+        if info.st_uid == uid:
+            ok = bool(mode & stat.S_IXUSR)
+        elif info.st_gid == gid:
+            ok = bool(mode & stat.S_IXGRP)
+        else:
+            ok = bool(mode & stat.S_IXOTH)
+        if not ok:
+            return False
+    return True
+
+
+class GaleraLab:
+    """The Galera component of the local lab (see the module docstring)."""
+
+    name = "galera"
+
+    def __init__(
+        self, root: Path, nodes: list[Host], secrets: LabSecrets, *, port: int = 3306
+    ) -> None:
+        if len(nodes) < 1:
+            raise LabError("galera: no nodes given")
+        self.root = root
+        self.nodes = list(nodes)
+        self.secrets = secrets
+        self.port = port
+        self._by_name = {host.name: host for host in self.nodes}
+        self._daemons: dict[str, Daemon] = {}
+
+    # ---- paths -----------------------------------------------------------------
+    def _host(self, node: str) -> Host:
+        try:
+            return self._by_name[node]
+        except KeyError:
+            raise LabError(f"galera: no node named {node!r}") from None
+
+    def node_dir(self, node: str) -> Path:
+        self._host(node)
+        return self.root / node
+
+    def datadir(self, node: str) -> Path:
+        return self.node_dir(node) / "data"
+
+    def config_file(self, node: str) -> Path:
+        return self.node_dir(node) / "my.cnf"
+
+    def socket_path(self, node: str) -> Path:
+        return self.node_dir(node) / "mysqld.sock"
+
+    def log_file(self, node: str) -> Path:
+        return self.node_dir(node) / "mysqld.log"
+
+    def pid_file(self, node: str) -> Path:
+        return self.node_dir(node) / "mysqld.pid"
+
+    def node_argv(self, node: str, *extra: str) -> list[str]:
+        # --defaults-file must come first, and keeps /etc/mysql out entirely
+        return [MARIADBD, f"--defaults-file={self.config_file(node)}", *extra]
+
+    def daemon_name(self, node: str) -> str:
+        return f"galera-{node}"
+
+    # ---- config ----------------------------------------------------------------
+    def _cluster_address(self) -> str:
+        return "gcomm://" + ",".join(f"{h.address}:{GCOMM_PORT}" for h in self.nodes)
+
+    def config_text(self, node: str) -> str:
+        host = self._host(node)
+        provider_options = "; ".join(
+            (
+                f"gmcast.listen_addr=tcp://{host.address}:{GCOMM_PORT}",
+                f"ist.recv_addr={host.address}:{IST_PORT}",
+                *PROVIDER_OPTIONS,
+            )
+        )
+        return f"""\
+# Generated by chaos.lab.galera for the local lab; rewritten by every `lab up`.
+[mysqld]
+user = {OS_USER}
+bind-address = {host.address}
+port = {self.port}
+datadir = {self.datadir(node)}
+socket = {self.socket_path(node)}
+pid-file = {self.pid_file(node)}
+log-error = {self.log_file(node)}
+{INNODB_SETTINGS}
+binlog_format = ROW
+# Galera certifies row by row and cannot replicate table-level AUTO-INC locks
+innodb_autoinc_lock_mode = 2
+default_storage_engine = InnoDB
+
+wsrep_on = ON
+wsrep_provider = {GALERA_LIB}
+wsrep_cluster_name = chaos-lab
+wsrep_cluster_address = {self._cluster_address()}
+wsrep_node_name = {node}
+wsrep_node_address = {host.address}
+wsrep_sst_method = rsync
+wsrep_sst_receive_address = {host.address}:{SST_PORT}
+# tuned for a fast lab: see chaos/lab/galera.py
+wsrep_provider_options = "{provider_options}"
+"""
+
+    def _template_config_text(self, datadir: Path) -> str:
+        return f"""\
+# Template for mariadb-install-db: same InnoDB layout as the nodes, no Galera.
+[mysqld]
+user = {OS_USER}
+datadir = {datadir}
+skip-networking
+{INNODB_SETTINGS}"""
+
+    # ---- preflight -------------------------------------------------------------
+    def preflight(self) -> list[str]:
+        problems: list[str] = []
+        for binary, package in (
+            (MARIADBD, "mariadb-server"),
+            (INSTALL_DB, "mariadb-server"),
+            (GALERA_LIB, "galera-4"),
+            (SST_SCRIPT, "mariadb-server"),
+            (RSYNC, "rsync"),
+        ):
+            if not Path(binary).exists():
+                problems.append(f"galera: {binary} missing (install {package})")
+        try:
+            account = pwd.getpwnam(OS_USER)
+        except KeyError:
+            problems.append(f"galera: OS user {OS_USER!r} missing (install mariadb-server)")
+        else:
+            if not _reachable_by(self.root, account.pw_uid, account.pw_gid):
+                problems.append(
+                    f"galera: user {OS_USER} cannot reach {self.root} "
+                    "(a parent directory is not traversable)"
+                )
+        if os.geteuid() != 0:
+            problems.append("galera: must run as root (mariadbd switches to user mysql)")
+        for host in self.nodes:
+            for port in (self.port, GCOMM_PORT, IST_PORT, SST_PORT):
+                if procs.port_in_use(host.address, port):
+                    problems.append(f"galera: {host.address}:{port} already in use")
+        return problems
+
+    # ---- up --------------------------------------------------------------------
+    def up(self, register: Register) -> None:
+        problems = self.preflight()
+        if problems:
+            raise LabError(problems[0])
+        account = pwd.getpwnam(OS_USER)
+        self._prepare_dirs(account.pw_uid, account.pw_gid)
+        template = self._make_template(account.pw_uid, account.pw_gid)
+        for host in self.nodes:
+            procs.run(["cp", "-a", str(template), str(self.datadir(host.name))], timeout=30)
+            self.config_file(host.name).write_text(self.config_text(host.name))
+            self.log_file(host.name).touch()
+            os.chown(self.log_file(host.name), account.pw_uid, account.pw_gid)
+
+        first, *others = self.nodes
+        self._start(first.name, register, "--wsrep-new-cluster")
+        # Joiners that find nobody keep retrying, but starting them before the
+        # bootstrap node listens only wastes those retries.
+        self._wait(
+            lambda: (procs.port_open(first.address, GCOMM_PORT, timeout=0.2), "group port"),
+            first.name,
+            what=f"{first.name} group port {first.address}:{GCOMM_PORT}",
+            timeout=20,
+        )
+        for host in others:
+            self._start(host.name, register)
+        for host in self.nodes:
+            self._wait_synced(host.name)
+        for host in others:
+            if self._had_sst(host.name):
+                raise LabError(
+                    f"galera: {host.name} needed a state transfer (SST) although its data "
+                    f"was copied from the same template; {_log_tail(self.log_file(host.name))}"
+                )
+        self._create_account(first.name)
+        for host in self.nodes:
+            state = probe(host.address, self.port, self.secrets.db_user, self.secrets.db_password)
+            if not (state.healthy and state.size == len(self.nodes)):
+                raise LabError(f"galera: {host.name} unhealthy after up: {state.describe()}")
+
+    def _prepare_dirs(self, uid: int, gid: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        for name in [*(h.name for h in self.nodes), "template"]:
+            folder = self.root / name
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir()
+            os.chown(folder, uid, gid)
+
+    def _make_template(self, uid: int, gid: int) -> Path:
+        folder = self.root / "template"
+        data = folder / "data"
+        cnf = folder / "my.cnf"
+        cnf.write_text(self._template_config_text(data))
+        procs.run(
+            [
+                INSTALL_DB,
+                f"--defaults-file={cnf}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=socket",
+                f"--user={OS_USER}",
+            ],
+            timeout=60,
+        )
+        # Same UUID and seqno on every node: the joiners find they already hold the
+        # cluster's state and skip the transfer. safe_to_bootstrap lets the first
+        # node bootstrap from it.
+        grastate = data / "grastate.dat"
+        grastate.write_text(
+            "# GALERA saved state\n"
+            "version: 2.1\n"
+            f"uuid:    {uuid.uuid4()}\n"
+            "seqno:   0\n"
+            "safe_to_bootstrap: 1\n"
+        )
+        os.chown(grastate, uid, gid)
+        return data
+
+    def _start(self, node: str, register: Register, *extra: str) -> Daemon:
+        daemon = procs.spawn(
+            self.daemon_name(node), self.node_argv(node, *extra), log=self.log_file(node)
+        )
+        register(daemon)
+        self._daemons[node] = daemon
+        return daemon
+
+    def _dead(self, node: str) -> bool:
+        daemon = self._daemons.get(node)
+        return daemon is not None and not procs.alive(daemon.pid)
+
+    def _wait(
+        self, check: Callable[[], tuple[bool, str]], node: str, *, what: str, timeout: float
+    ) -> str:
+        """wait_for that gives up at once, with the log tail, if the node's process died."""
+
+        def poll() -> tuple[bool, str]:
+            if self._dead(node):
+                return True, "process exited"
+            return check()
+
+        try:
+            seen = wait_for(poll, what=what, timeout=timeout, interval=0.1)
+        except ProbeTimeout as exc:
+            raise LabError(f"galera: {exc}; {_log_tail(self.log_file(node))}") from exc
+        if self._dead(node):
+            raise LabError(
+                f"galera: {node} exited while waiting for {what}; {_log_tail(self.log_file(node))}"
+            )
+        return seen
+
+    def _wait_synced(self, node: str, timeout: float = UP_TIMEOUT) -> None:
+        want = len(self.nodes)
+
+        def check() -> tuple[bool, str]:
+            state = socket_probe(self.socket_path(node), timeout=2.0)
+            return state.healthy and state.size == want, state.describe()
+
+        self._wait(
+            check, node, what=f"{node} Synced in a Primary cluster of {want}", timeout=timeout
+        )
+
+    def _had_sst(self, node: str) -> bool:
+        try:
+            text = self.log_file(node).read_text(errors="replace")
+        except OSError:
+            return False
+        return "wsrep_sst_rsync" in text or "WSREP_SST" in text
+
+    def _create_account(self, node: str) -> None:
+        user = _sql_string(self.secrets.db_user)
+        password = _sql_string(self.secrets.db_password)
+        statements = (
+            # anonymous accounts would shadow user@'%' for some client hosts
+            "DELETE FROM mysql.global_priv WHERE User = ''",
+            f"CREATE USER IF NOT EXISTS {user}@'%' IDENTIFIED BY {password}",
+            f"ALTER USER {user}@'%' IDENTIFIED BY {password}",
+            f"GRANT ALL PRIVILEGES ON *.* TO {user}@'%' WITH GRANT OPTION",
+            "FLUSH PRIVILEGES",
+        )
+        try:
+            conn = _socket_connect(self.socket_path(node), timeout=10.0)
+            try:
+                with conn.cursor() as cur:
+                    for sql in statements:
+                        cur.execute(sql)
+                conn.commit()
+            finally:
+                conn.close()
+        except pymysql.MySQLError as exc:
+            # the exception text never contains the statement, so no password leaks
+            raise LabError(
+                f"galera: cannot create account {self.secrets.db_user!r}: {exc}"
+            ) from exc
+
+    # ---- status ----------------------------------------------------------------
+    def status(self) -> list[Check]:
+        checks: list[Check] = []
+        want = len(self.nodes)
+        for host in self.nodes:
+            component = f"galera/{host.name}"
+            try:
+                state = probe(
+                    host.address, self.port, self.secrets.db_user, self.secrets.db_password
+                )
+            except pymysql.MySQLError as exc:
+                checks.append(Check(component, False, f"unreachable: {exc}"))
+                continue
+            ok = state.healthy and state.size == want
+            checks.append(Check(component, ok, state.describe()))
+        return checks
+
+    # ---- down ------------------------------------------------------------------
+    def stray_pids(self) -> list[int]:
+        """Processes running from this root that nobody registered (restarted by fault
+        code, SST helpers): anything whose command line names a path under ``root``."""
+        marker = str(self.root.resolve()) + "/"
+        found: list[int] = []
+        me = os.getpid()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not argv or not argv[0]:
+                continue
+            program = os.path.basename(argv[0].decode(errors="replace"))
+            if program not in _OWN_PROGRAMS and not any(
+                os.path.basename(a.decode(errors="replace")) in _OWN_PROGRAMS for a in argv[1:2]
+            ):
+                continue
+            if any(marker in a.decode(errors="replace") for a in argv[1:]):
+                pid = int(entry.name)
+                if procs.alive(pid):
+                    found.append(pid)
+        return found
+
+    def down(self, daemons: list[Daemon]) -> None:
+        pids: list[int] = []
+        for daemon in daemons:
+            pids.extend(daemon.pids())
+        # all at once: the nodes shut down in parallel, each leaving the group cleanly
+        left = procs.stop(pids, timeout=STOP_TIMEOUT)
+        strays = self.stray_pids()
+        if strays:
+            left += procs.stop(strays, timeout=STOP_TIMEOUT)
+        if left:
+            raise LabError(f"galera: processes {left} survived SIGKILL")
+
+
+# mariadbd itself, and the helpers it starts for an rsync SST (the script runs under
+# bash, so it shows up as the first argument)
+_OWN_PROGRAMS = frozenset({"mariadbd", "mysqld", "rsync", "wsrep_sst_rsync", "wsrep_sst_common"})

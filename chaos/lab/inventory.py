@@ -1,0 +1,101 @@
+"""The lab described as a site: the inventory file ``chaos lab up`` writes (the same
+format an operator writes for a real site) and the ``chaos lab env`` variables."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chaos.lab.lab import Lab
+
+
+def _parts(lab: Lab) -> dict[str, Any]:
+    return {c.name: c for c in lab.components()}
+
+
+def lab_inventory(lab: Lab) -> dict[str, Any]:
+    from chaos.lab.lab import COMPUTES, CONTROLLERS, SSH_PORT
+
+    parts = _parts(lab)
+    galera, rabbit, compute = parts["galera"], parts["rabbitmq"], parts["compute"]
+    sshd = parts["sshd"]
+    secrets = lab.root / "secrets"
+    ssh = {"user": "root", "port": SSH_PORT, "key_file": str(sshd.client_key)}
+
+    def target(address: str) -> str:
+        return f"ssh://root@{address}:{SSH_PORT}"
+
+    controllers = []
+    for host in CONTROLLERS:
+        env_file = rabbit.root / host.name / "node.env"
+        env_file.parent.mkdir(parents=True, exist_ok=True)
+        env_file.write_text("".join(f"{k}={shlex.quote(v)}\n"
+                                    for k, v in rabbit.node_env(host.name).items()))
+        controllers.append({
+            "name": host.name,
+            "address": host.address,
+            "ssh": ssh,
+            "galera": {
+                "port": galera.port,
+                "target": target(host.address),
+                "datadir": str(galera.datadir(host.name)),
+                "config": str(galera.config_file(host.name)),
+                "pidfile": str(galera.pidfile(host.name)),
+                "start": shlex.join(galera.node_argv(host.name)),
+            },
+            "rabbitmq": {
+                "node": rabbit.node_name(host.name),
+                "amqp_port": rabbit.amqp_port,
+                "management_port": rabbit.mgmt_port,
+                "target": target(host.address),
+                "data_dir": str(rabbit.data_dir(host.name)),
+                "pidfile": str(rabbit.pidfile(host.name)),
+                "start": f"set -a; . {shlex.quote(str(env_file))}; set +a; exec "
+                         + shlex.join(rabbit.node_argv(host.name)),
+            },
+        })
+    computes = []
+    for name, address, mode in COMPUTES:
+        computes.append({
+            "name": name,
+            "address": address,
+            "ssh": ssh,
+            "docker": {"socket": compute.docker_socket(name),
+                       "pidfile": str(compute.dockerd_pidfile(name))},
+            "libvirt": {"uri": compute.libvirt_uri(name),
+                        "container": f"docker://{name}/{compute.container_name(name)}"},
+            "expect_vms": "survive" if mode == "right" else "die",
+        })
+    return {
+        "name": "lab",
+        "kind": "lab",
+        "credentials": {
+            "db": {"user": lab.secrets().db_user,
+                   "password": {"file": str(secrets / "db-password")}},
+            "rabbitmq": {"user": lab.secrets().rabbit_user,
+                         "password": {"file": str(secrets / "rabbitmq-password")}},
+            "erlang_cookie": {"file": str(secrets / "erlang-cookie")},
+        },
+        "controllers": controllers,
+        "computes": computes,
+    }
+
+
+def lab_env(lab: Lab) -> dict[str, str]:
+    from chaos.lab.lab import COMPUTES, CONTROLLERS
+
+    parts = _parts(lab)
+    galera, rabbit, compute = parts["galera"], parts["rabbitmq"], parts["compute"]
+    s = lab.secrets()
+    return {
+        "CHAOS_INVENTORY": str(lab.inventory_file),
+        "CHAOS_GALERA": " ".join(f"{h.name}={h.address}:{galera.port}" for h in CONTROLLERS),
+        "CHAOS_DB_USER": s.db_user,
+        "CHAOS_DB_PASSWORD": s.db_password,
+        "CHAOS_RABBITMQ": " ".join(f"{h.name}={rabbit.amqp_url(h.name)}" for h in CONTROLLERS),
+        "CHAOS_RABBITMQ_NODES": " ".join(f"{h.name}={rabbit.node_name(h.name)}"
+                                         for h in CONTROLLERS),
+        "CHAOS_ERLANG_COOKIE": s.erlang_cookie,
+        "CHAOS_LIBVIRT": " ".join(f"{n}={compute.libvirt_uri(n)}" for n, _, _ in COMPUTES),
+    }

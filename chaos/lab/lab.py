@@ -1,0 +1,252 @@
+"""The lab orchestrator: bring every component up in parallel, remember every process
+in a state file, report health, write the site inventory, and tear it all down.
+
+State lives in ``<root>/lab.json``, rewritten atomically (and fsync'd) each time a
+daemon is spawned, so a crash at any point leaves enough behind for ``lab down``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chaos.errors import HarnessError, LabError
+from chaos.lab import procs
+from chaos.lab.model import Check, Component, Host, LabSecrets
+from chaos.lab.procs import Daemon
+
+DEFAULT_ROOT = Path("/var/lib/chaos-lab")
+CONTROLLERS = [Host("ctl1", "127.0.0.11"), Host("ctl2", "127.0.0.12"), Host("ctl3", "127.0.0.13")]
+# cmp1 is built the way openstack-helm does it; cmp2 and cmp3 are deliberately wrong
+COMPUTES = [
+    ("cmp1", "127.0.0.21", "right"),
+    ("cmp2", "127.0.0.22", "no-hostpid"),
+    ("cmp3", "127.0.0.23", "in-cgroup"),
+]
+SSH_PORT = 2222
+STATE_VERSION = 1
+UP_TIMEOUT = 240.0
+
+
+def lab_root() -> Path:
+    """``$CHAOS_LAB_DIR`` or /var/lib/chaos-lab."""
+    return Path(os.environ.get("CHAOS_LAB_DIR") or DEFAULT_ROOT)
+
+
+@dataclass
+class UpResult:
+    already_up: bool
+    seconds: float
+    inventory: Path
+
+
+class Lab:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or lab_root()
+        self.state_file = self.root / "lab.json"
+        self.inventory_file = self.root / "inventory.yaml"
+        self._state_lock = threading.Lock()
+        self._state: dict[str, Any] = {}
+
+    # -- components -------------------------------------------------------------------
+
+    def secrets(self) -> LabSecrets:
+        return LabSecrets.load_or_create(self.root)
+
+    def components(self) -> list[Component]:
+        # imported here so `chaos inventory check` and unit tests need none of the lab
+        from chaos.lab.compute import ComputeHost, ComputeLab
+        from chaos.lab.galera import GaleraLab
+        from chaos.lab.rabbitmq import RabbitLab
+        from chaos.lab.sshd import SshdLab
+
+        secrets = self.secrets()
+        hosts = CONTROLLERS + [Host(n, a) for n, a, _ in COMPUTES]
+        return [
+            SshdLab(self.root / "sshd", hosts, port=SSH_PORT),
+            GaleraLab(self.root / "galera", CONTROLLERS, secrets),
+            RabbitLab(self.root / "rabbitmq", CONTROLLERS, secrets),
+            ComputeLab(self.root / "compute", [ComputeHost(n, a, m) for n, a, m in COMPUTES]),  # type: ignore[arg-type]
+        ]
+
+    # -- state ------------------------------------------------------------------------
+
+    def read_state(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise LabError(f"{self.state_file}: unreadable lab state ({exc}); "
+                           "run 'chaos lab down' to clear it") from exc
+        return data
+
+    def _write_state(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            json.dump(self._state, out, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.state_file)
+
+    def _register(self, component: str) -> Any:
+        def register(daemon: Daemon) -> None:
+            with self._state_lock:
+                self._state["daemons"].append({"component": component, **daemon.to_json()})
+                self._write_state()
+
+        return register
+
+    @staticmethod
+    def daemons(state: dict[str, Any], component: str | None = None) -> list[Daemon]:
+        return [
+            Daemon.from_json({k: v for k, v in d.items() if k != "component"})
+            for d in state.get("daemons", [])
+            if component is None or d["component"] == component
+        ]
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One lab command at a time acts on a root."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LabError(f"another chaos lab command is working on {self.root}") from None
+            yield
+
+    def is_running(self) -> bool:
+        state = self.read_state()
+        if not state or state.get("phase") != "up":
+            return False
+        return all(procs.alive(d.pid) for d in self.daemons(state))
+
+    # -- up / down / status -----------------------------------------------------------
+
+    def up(self) -> UpResult:
+        start = time.monotonic()
+        with self._locked():
+            state = self.read_state()
+            if state is not None:
+                dead = [d.name for d in self.daemons(state) if not procs.alive(d.pid)]
+                if state.get("phase") == "up" and not dead:
+                    return UpResult(True, time.monotonic() - start, self.inventory_file)
+                why = f"{len(dead)} lab processes gone" if dead else "an 'up' never finished"
+                raise LabError(
+                    f"stale lab directory {self.root} from a crashed run ({why}); "
+                    "run 'chaos lab down' first"
+                )
+            components = self.components()
+            problems = [p for c in components for p in c.preflight()]
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise LabError(problems[0] + more)
+            self._state = {"version": STATE_VERSION, "phase": "starting",
+                           "started": time.time(), "daemons": []}
+            self._write_state()
+            try:
+                self._up_all(components)
+                self.write_inventory()
+            except BaseException:
+                self._down_all(components, self._state)
+                self._clear()
+                raise
+            self._state["phase"] = "up"
+            self._state["up_seconds"] = round(time.monotonic() - start, 2)
+            self._write_state()
+        return UpResult(False, time.monotonic() - start, self.inventory_file)
+
+    def _up_all(self, components: list[Component]) -> None:
+        with ThreadPoolExecutor(max_workers=len(components)) as pool:
+            futures = {c.name: pool.submit(c.up, self._register(c.name)) for c in components}
+            errors = []
+            for name, future in futures.items():
+                try:
+                    future.result(timeout=UP_TIMEOUT)
+                except HarnessError as exc:
+                    errors.append(f"{name}: {exc}")
+                except TimeoutError:
+                    errors.append(f"{name}: not up within {UP_TIMEOUT:.0f}s")
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def down(self) -> float:
+        start = time.monotonic()
+        with self._locked():
+            state = self.read_state() or {"daemons": []}
+            self._down_all(self.components(), state)
+            self._clear()
+        return time.monotonic() - start
+
+    def _down_all(self, components: list[Component], state: dict[str, Any]) -> None:
+        errors = []
+        for component in reversed(components):
+            try:
+                component.down(self.daemons(state, component.name))
+            except HarnessError as exc:
+                errors.append(f"{component.name}: {exc}")
+        left = [d.name for d in self.daemons(state) if any(procs.alive(p) for p in d.pids())]
+        if left:
+            errors.append(f"still running: {', '.join(left)}")
+        if errors:
+            raise LabError("lab down incomplete: " + "; ".join(errors))
+
+    def _clear(self) -> None:
+        """Forget the lab: everything under the root goes, but the lock we hold."""
+        for entry in self.root.iterdir():
+            if entry.name == ".lock":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def status(self) -> list[Check]:
+        state = self.read_state()
+        if state is None:
+            raise LabError(f"no lab at {self.root}; run 'chaos lab up'")
+        checks = []
+        if state.get("phase") != "up":
+            checks.append(Check("lab", False, "an 'up' never finished; run 'chaos lab down'"))
+        dead = [d.name for d in self.daemons(state) if not procs.alive(d.pid)]
+        checks.append(Check("processes", not dead,
+                            f"dead: {', '.join(dead)}" if dead
+                            else f"{len(self.daemons(state))} lab processes alive"))
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for found in pool.map(lambda c: c.status(), self.components()):
+                checks.extend(found)
+        return checks
+
+    # -- what operators and the harness use --------------------------------------------
+
+    def write_inventory(self) -> Path:
+        from chaos.lab.inventory import lab_inventory
+
+        data = lab_inventory(self)
+        tmp = self.inventory_file.with_suffix(".tmp")
+        tmp.write_text("# written by 'chaos lab up'; the same format a site's inventory uses\n"
+                       + yaml.safe_dump(data, sort_keys=False))
+        os.replace(tmp, self.inventory_file)
+        return self.inventory_file
+
+    def env(self) -> str:
+        """Shell assignments for ``eval "$(chaos lab env)"``."""
+        if not self.is_running():
+            raise LabError(f"no running lab at {self.root}; run 'chaos lab up'")
+        from chaos.lab.inventory import lab_env
+
+        return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in lab_env(self).items())

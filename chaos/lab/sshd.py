@@ -1,0 +1,103 @@
+"""sshd of the lab: one daemon listening on every lab host's address, so that the
+harness's ssh targets (fabric) reach each "host" for real, with a key made per lab."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from chaos.errors import LabError
+from chaos.lab import procs
+from chaos.lab.model import Check, Host, Register
+from chaos.lab.procs import Daemon
+from chaos.wait import wait_for
+
+SSHD = "/usr/sbin/sshd"
+
+
+class SshdLab:
+    """``sshd -D`` with its own host keys, authorized key and pid file under ``root``."""
+
+    name = "sshd"
+
+    def __init__(self, root: Path, hosts: list[Host], *, port: int = 2222) -> None:
+        self.root = root
+        self.hosts = hosts
+        self.port = port
+
+    @property
+    def client_key(self) -> Path:
+        """Private key the harness uses to log in as root on every lab host."""
+        return self.root / "id_ed25519"
+
+    def preflight(self) -> list[str]:
+        problems = []
+        for tool in (SSHD, "/usr/bin/ssh-keygen"):
+            if not Path(tool).exists():
+                problems.append(f"{tool} is missing (Debian package openssh-server)")
+        problems += [
+            f"sshd: {h.address}:{self.port} is already in use"
+            for h in self.hosts
+            if procs.port_in_use(h.address, self.port)
+        ]
+        return problems
+
+    def _keys(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        host_key = self.root / "ssh_host_ed25519_key"
+        if not host_key.exists():
+            procs.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
+                      timeout=20)
+        if not self.client_key.exists():
+            procs.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "chaos-lab",
+                       "-f", str(self.client_key)], timeout=20)
+        shutil.copyfile(f"{self.client_key}.pub", self.root / "authorized_keys")
+        (self.root / "authorized_keys").chmod(0o600)
+
+    def _config(self) -> Path:
+        listen = "\n".join(f"ListenAddress {h.address}:{self.port}" for h in self.hosts)
+        config = self.root / "sshd_config"
+        config.write_text(
+            f"""{listen}
+HostKey {self.root}/ssh_host_ed25519_key
+PidFile {self.root}/sshd.pid
+AuthorizedKeysFile {self.root}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+# the lab's files live in a directory sshd's owner checks would refuse
+StrictModes no
+PrintMotd no
+LogLevel ERROR
+"""
+        )
+        return config
+
+    def up(self, register: Register) -> None:
+        self._keys()
+        config = self._config()
+        # sshd insists on its privilege-separation directory
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        procs.run([SSHD, "-t", "-f", str(config)], timeout=10)
+        daemon = procs.spawn("sshd", [SSHD, "-D", "-e", "-f", str(config)],
+                             log=self.root / "sshd.log")
+        register(daemon)
+
+        def listening() -> tuple[bool, str]:
+            if not procs.alive(daemon.pid):
+                raise LabError(f"sshd exited at start; see {daemon.log}")
+            down = [h.name for h in self.hosts if not procs.port_open(h.address, self.port)]
+            return not down, f"not listening yet for {down}"
+
+        wait_for(listening, what="sshd to listen", timeout=10, interval=0.1)
+
+    def status(self) -> list[Check]:
+        down = [h.address for h in self.hosts if not procs.port_open(h.address, self.port)]
+        detail = f"listening on {len(self.hosts) - len(down)}/{len(self.hosts)} addresses"
+        if down:
+            detail += f"; not on {', '.join(down)}"
+        return [Check("sshd", not down, detail)]
+
+    def down(self, daemons: list[Daemon]) -> None:
+        procs.stop([p for d in daemons for p in d.pids()], timeout=5)

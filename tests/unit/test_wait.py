@@ -1,0 +1,43 @@
+import itertools
+
+import pytest
+
+from chaos.errors import ProbeTimeout
+from chaos.wait import wait_for
+
+
+def test_returns_the_observation_once_done() -> None:
+    counter = itertools.count()
+
+    def probe() -> tuple[bool, int]:
+        n = next(counter)
+        return n >= 3, n
+
+    assert wait_for(probe, what="three polls", timeout=5, interval=0.01) == 3
+
+
+def test_gives_up_and_names_what_it_last_saw() -> None:
+    with pytest.raises(ProbeTimeout) as info:
+        wait_for(lambda: (False, "size=2 non-Primary"), what="quorum", timeout=0.2,
+                 interval=0.05)
+    assert "quorum" in str(info.value)
+    assert "size=2 non-Primary" in str(info.value)
+
+
+def test_a_raising_probe_is_an_observation_not_an_end() -> None:
+    calls = itertools.count()
+
+    def probe() -> tuple[bool, str]:
+        if next(calls) < 2:
+            raise ConnectionRefusedError("not yet")
+        return True, "up"
+
+    assert wait_for(probe, what="service", timeout=5, interval=0.01) == "up"
+
+
+def test_last_exception_is_reported() -> None:
+    def probe() -> tuple[bool, str]:
+        raise ConnectionRefusedError("port 3306 closed")
+
+    with pytest.raises(ProbeTimeout, match="ConnectionRefusedError: port 3306 closed"):
+        wait_for(probe, what="galera", timeout=0.1, interval=0.02)
