@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from chaos.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, ConfigError, HarnessError
+from chaos.errors import (
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    EXIT_VERDICT,
+    ConfigError,
+    HarnessError,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"chaos {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the machine refused: permissions, disk, a vanished file
+        print(f"chaos {args.command}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         print("chaos: interrupted", file=sys.stderr)
         return 130

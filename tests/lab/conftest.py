@@ -1,0 +1,31 @@
+"""The lab tests run against the real local lab: 127.0.0.11-13 (controllers) and
+127.0.0.21-23 (computes). A running lab is reused; otherwise one is brought up."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from chaos.lab.lab import Lab
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def root_required() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests start real daemons and need root (run ./quickstart test)")
+
+
+@pytest.fixture(scope="session")
+def lab(root_required: None) -> Lab:
+    lab = Lab()
+    if not lab.is_running():
+        if lab.read_state() is not None:
+            lab.down()  # a stale lab from a crashed run
+        lab.up()
+    return lab

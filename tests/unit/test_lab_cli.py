@@ -1,0 +1,72 @@
+"""The lab CLI's answers to bad input and bad state, without starting any service."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def chaos(lab_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHAOS_LAB_DIR": str(lab_dir)}
+    env.pop("CHAOS_INVENTORY", None)
+    return subprocess.run([sys.executable, "-m", "chaos.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("action", ["status", "env"])
+def test_no_lab_is_exit_3_with_one_line(tmp_path: Path, action: str) -> None:
+    result = chaos(tmp_path, "lab", action)
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1
+    assert "chaos lab up" in result.stderr
+
+
+def test_unknown_subcommand_is_exit_2(tmp_path: Path) -> None:
+    result = chaos(tmp_path, "lab", "sideways")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "invalid choice: 'sideways'" in result.stderr
+    result = chaos(tmp_path, "explode")
+    assert result.returncode == 2
+
+
+def test_unknown_option_is_exit_2(tmp_path: Path) -> None:
+    result = chaos(tmp_path, "lab", "status", "--colour")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --colour" in result.stderr
+
+
+def test_stale_lab_directory_is_refused_then_cleared_by_down(tmp_path: Path) -> None:
+    state = {"version": 1, "phase": "up",
+             "daemons": [{"component": "galera", "name": "galera-ctl1", "pid": dead_pid(),
+                          "log": str(tmp_path / "x.log"), "pidfile": None}]}
+    (tmp_path / "lab.json").write_text(json.dumps(state))
+    result = chaos(tmp_path, "lab", "up")
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1
+    assert "stale lab directory" in result.stderr and "chaos lab down" in result.stderr
+    status = chaos(tmp_path, "lab", "status")
+    assert status.returncode == 1
+    assert "FAIL processes" in status.stdout and "galera-ctl1" in status.stdout
+    # nothing runs, so down only has to forget it; it must not need the services
+    result = chaos(tmp_path, "lab", "down")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "lab.json").exists()
+
+
+def test_unreadable_state_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "lab.json").write_text("{not json")
+    result = chaos(tmp_path, "lab", "up")
+    assert result.returncode == 3
+    assert "unreadable lab state" in result.stderr
