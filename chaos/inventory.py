@@ -119,6 +119,7 @@ class RabbitNode(Model):
 class Docker(Model):
     socket: str = "unix:///var/run/docker.sock"
     pidfile: str | None = None
+    start: str | None = None  # shell command that starts the daemon as is
 
     @field_validator("socket")
     @classmethod

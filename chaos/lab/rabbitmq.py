@@ -19,11 +19,11 @@ import json
 import os
 import shutil
 import signal
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,31 +68,45 @@ class RabbitState:
 def _http_get(url: str, user: str, password: str, timeout: float) -> Any:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - lab URL
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
-def probe(mgmt_url: str, user: str, password: str, *, timeout: float = 3.0) -> RabbitState:
+def probe(
+    mgmt_url: str,
+    user: str,
+    password: str,
+    *,
+    timeout: float = 3.0,
+    queues: bool = True,
+) -> RabbitState:
     """Cluster view of the node behind ``mgmt_url`` (e.g. http://127.0.0.11:15672).
 
-    Two HTTP calls, each bounded by ``timeout``; raises OSError/URLError when the
-    node does not answer.
+    One HTTP call (two with ``queues``), each bounded by ``timeout``; raises OSError
+    (URLError, TimeoutError) when the node does not answer. Measured trap: right after
+    a partition starts, the majority's API blocks until net_ticktime declares the lost
+    node down (~15 s here), so a timeout here means "unknown", not "dead".
+    Quorum queues are keyed by name, or "vhost/name" outside the default vhost.
     """
     base = mgmt_url.rstrip("/")
     nodes = _http_get(f"{base}/api/nodes?columns=name,running,partitions", user, password, timeout)
-    queues = _http_get(
-        f"{base}/api/queues?columns=name,vhost,type,leader,members,online",
-        user,
-        password,
-        timeout,
+    listed = (
+        _http_get(
+            f"{base}/api/queues?columns=name,vhost,type,leader,members,online",
+            user,
+            password,
+            timeout,
+        )
+        if queues
+        else []
     )
     quorum = {
-        f"{q.get('vhost', '/')}/{q['name']}": QuorumQueue(
+        _queue_key(q.get("vhost", "/"), q["name"]): QuorumQueue(
             leader=str(q.get("leader", "")),
             members=list(q.get("members", [])),
             online=list(q.get("online", [])),
         )
-        for q in queues
+        for q in listed
         if q.get("type") == "quorum"
     }
     return RabbitState(
@@ -101,6 +115,14 @@ def probe(mgmt_url: str, user: str, password: str, *, timeout: float = 3.0) -> R
         cluster_nodes=sorted(n["name"] for n in nodes),
         quorum_queues=quorum,
     )
+
+
+def _queue_key(vhost: str, name: str) -> str:
+    return name if vhost == "/" else f"{vhost}/{name}"
+
+
+def _short(node: str) -> str:
+    return node.split("@", 1)[0]
 
 
 def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
@@ -133,6 +155,7 @@ class RabbitLab:
         dist_port: int = 25672,
         mgmt_port: int = 15672,
         net_ticktime: int = 15,
+        partition_handling: str = "ignore",
     ) -> None:
         if not nodes:
             raise LabError("rabbitmq: no nodes given")
@@ -146,6 +169,9 @@ class RabbitLab:
         # Erlang's default 60 s makes a partition visible only after 45-75 s; the lab
         # wants fault effects within seconds, at the price of less tolerance to stalls.
         self.net_ticktime = net_ticktime
+        # RabbitMQ's default; "pause_minority" or "autoheal" change what a partition
+        # fault does, so the caller chooses what the site under test runs
+        self.partition_handling = partition_handling
         self._hosts = {h.name: h for h in self.nodes}
 
     # -- naming and paths -------------------------------------------------------
@@ -257,6 +283,8 @@ class RabbitLab:
             "default_permissions.read = .*",
             "default_permissions.write = .*",
             "loopback_users = none",
+            "cluster_name = chaos-lab",
+            f"cluster_partition_handling = {self.partition_handling}",
             "log.console = false",
             "log.file.level = info",
             "cluster_formation.peer_discovery_backend = classic_config",
@@ -329,12 +357,16 @@ class RabbitLab:
             raise LabError(problems[0] + (f" (+{len(problems) - 1} more)" if problems[1:] else ""))
         self._write_files()
         epmd = procs.spawn(
-            "epmd", self._epmd_argv(), log=self.root / "epmd.log", env=self._base_env(self.nodes[0].name)
+            "epmd",
+            self._epmd_argv(),
+            log=self.root / "epmd.log",
+            env=self._base_env(self.nodes[0].name),
         )
         register(epmd)
         self._wait(
             lambda: all(
-                procs.port_open(a, self.epmd_port) for a in ["127.0.0.1", *(h.address for h in self.nodes)]
+                procs.port_open(a, self.epmd_port)
+                for a in ["127.0.0.1", *(h.address for h in self.nodes)]
             ),
             what="epmd listening",
             timeout=10.0,
@@ -356,7 +388,7 @@ class RabbitLab:
         self._check_quorum_queue()
 
     def _wait(
-        self, ready: Any, *, what: str, timeout: float, daemons: list[Daemon]
+        self, ready: Callable[[], bool], *, what: str, timeout: float, daemons: list[Daemon]
     ) -> None:
         """wait_for that gives up at once when one of ``daemons`` has died."""
 
@@ -386,7 +418,7 @@ class RabbitLab:
             done = True
             for host in self.nodes:
                 try:
-                    state = self.probe(host.name, timeout=2.0)
+                    state = self.probe(host.name, timeout=2.0, queues=False)
                 except (OSError, ValueError) as exc:
                     done = False
                     views.append(f"{host.name}: {type(exc).__name__}")
@@ -403,9 +435,13 @@ class RabbitLab:
         if seen.startswith("died"):
             raise LabError(f"rabbitmq: {seen} before the cluster formed (see {self.root}/nodes)")
 
-    def probe(self, node: str, *, timeout: float = 3.0) -> RabbitState:
+    def probe(self, node: str, *, timeout: float = 3.0, queues: bool = True) -> RabbitState:
         return probe(
-            self.mgmt_url(node), self.secrets.rabbit_user, self.secrets.rabbit_password, timeout=timeout
+            self.mgmt_url(node),
+            self.secrets.rabbit_user,
+            self.secrets.rabbit_password,
+            timeout=timeout,
+            queues=queues,
         )
 
     def _check_quorum_queue(self) -> None:
@@ -420,31 +456,35 @@ class RabbitLab:
         try:
             for method, data in (("PUT", body), ("DELETE", None)):
                 request = urllib.request.Request(url, data=data, headers=headers, method=method)
-                with urllib.request.urlopen(request, timeout=10.0):  # noqa: S310 - lab URL
+                with urllib.request.urlopen(request, timeout=10.0):
                     pass
         except (OSError, ValueError) as exc:
             raise LabError(f"rabbitmq: quorum queue self-test failed: {exc}") from exc
 
     def status(self) -> list[Check]:
+        # in parallel: during a partition each probe can take its full timeout
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            return list(pool.map(self._check, [h.name for h in self.nodes]))
+
+    def _check(self, node: str) -> Check:
         expected = sorted(self.node_name(h.name) for h in self.nodes)
-        checks: list[Check] = []
-        for host in self.nodes:
-            component = f"rabbitmq/{host.name}"
-            try:
-                state = self.probe(host.name)
-            except (OSError, ValueError) as exc:
-                checks.append(Check(component, False, f"management API: {exc}"[:120]))
-                continue
-            missing = [n.split("@")[0] for n in expected if n not in state.running_nodes]
-            parts = {k.split("@")[0]: v for k, v in state.partitions.items() if v}
-            ok = not missing and not parts and state.running_nodes == expected
-            detail = f"{len(state.running_nodes)}/{len(expected)} running"
-            if missing:
-                detail += f"; down: {','.join(missing)}"
-            if parts:
-                detail += f"; partitions: {parts}"
-            checks.append(Check(component, ok, detail))
-        return checks
+        component = f"rabbitmq/{node}"
+        try:
+            state = self.probe(node, timeout=3.0, queues=False)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return Check(component, False, f"management API: {reason}"[:100])
+        missing = [_short(n) for n in expected if n not in state.running_nodes]
+        cut_off = [_short(n) for n in state.partitions.get(self.node_name(node), [])]
+        ok = not missing and not state.partitioned and state.running_nodes == expected
+        detail = f"{len(state.running_nodes)}/{len(expected)} running"
+        if missing:
+            detail += f", down: {','.join(missing)}"
+        if cut_off:
+            detail += f", partitioned from: {','.join(cut_off)}"
+        elif state.partitioned:
+            detail += ", partitions elsewhere"
+        return Check(component, ok, detail)
 
     def _our_processes(self) -> list[int]:
         """beam.smp and epmd processes of this root, found through /proc.
@@ -452,7 +492,7 @@ class RabbitLab:
         Catches nodes restarted by hand after ``up`` (so not in the daemon list).
         """
         marker = f"RABBITMQ_MNESIA_BASE={self.root / 'nodes'}/".encode()
-        epmd_port = f"-port\0{self.epmd_port}\0".encode()
+        inetrc = f"ERL_INETRC={self._inetrc}\0".encode()
         found: list[int] = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -463,12 +503,14 @@ class RabbitLab:
             except OSError:
                 continue
             exe = cmdline.split(b"\0", 1)[0].rsplit(b"/", 1)[-1]
-            ours = marker in environ
-            if exe == b"beam.smp" and ours:
-                found.append(int(entry.name))
-            elif exe == b"epmd" and (ours or str(self._inetrc).encode() in environ) and (
-                epmd_port in cmdline
-            ):
+            if exe == b"beam.smp":
+                ours = marker in environ
+            elif exe == b"epmd":
+                # also an epmd a node started by itself (-daemon, port from the env)
+                ours = inetrc in environ
+            else:
+                ours = False
+            if ours:
                 found.append(int(entry.name))
         return found
 
@@ -509,7 +551,3 @@ def _exe(pid: int) -> str:
     except OSError:
         return ""
     return cmdline.split(b"\0", 1)[0].rsplit(b"/", 1)[-1].decode(errors="replace")
-
-
-def _mapping_env(env: Mapping[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted(env.items()))

@@ -1,0 +1,419 @@
+"""Faults: each an inject/revert pair of Steps, recorded in the ledger before it acts.
+
+Planning is pure (``plan(site, kind, host, service)`` returns a :class:`Fault` whose
+steps can be printed); :class:`Faults` injects, remembers, and reverts — on success,
+failure, exception, Ctrl-C and SIGTERM alike. ``heal`` reverts whatever a dead harness
+left in the ledger. Every revert is idempotent, so healing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Literal
+
+from chaos.errors import ConfigError, FaultError, HarnessError
+from chaos.inventory import Compute, Controller, Site
+from chaos.ledger import Ledger
+from chaos.steps import Step
+from chaos.targets import host_target
+from chaos.targets.base import quote
+
+Kind = Literal["kill", "freeze", "partition", "power-off", "wipe", "kill-container",
+               "kill-docker", "fill-disk"]
+KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+SERVICES = ("galera", "rabbitmq", "libvirt", "docker")
+
+# is a PID alive and not a zombie (PID 1 here may never reap killed orphans)
+ALIVE = "alive() { s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1); " \
+        "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; "
+GALERA_PORTS = "4567,4568,4444"
+RABBIT_PORTS = "25672,4369"
+FILL_MAX_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Fault:
+    id: str
+    kind: str
+    host: str
+    service: str | None
+    inject: list[Step]
+    revert: list[Step]
+    # which cluster members this fault takes away: {"galera": ["ctl1"], ...}
+    down: dict[str, list[str]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        what = f"{self.kind} {self.service or 'host'} on {self.host}"
+        lines = [f"fault {self.id}: {what}", "  inject:"]
+        lines += [f"    {s.describe()}" for s in self.inject]
+        lines += ["  revert:"] + [f"    {s.describe()}" for s in self.revert]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "host": self.host, "service": self.service,
+                "inject": [s.to_json() for s in self.inject],
+                "revert": [s.to_json() for s in self.revert], "down": self.down}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fault:
+        return cls(id=data["id"], kind=data["kind"], host=data["host"], service=data["service"],
+                   inject=[Step.from_json(s) for s in data["inject"]],
+                   revert=[Step.from_json(s) for s in data["revert"]],
+                   down=data.get("down", {}))
+
+
+# -- planning (pure) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Proc:
+    """A service run as a process: where, its pidfile, how to start it, its data."""
+
+    cluster: str
+    target: str
+    pidfile: str
+    start: str
+    datadir: str | None
+
+
+def _process(site: Site, host: Controller | Compute, service: str) -> _Proc:
+    if isinstance(host, Controller) and service == "galera" and host.galera:
+        g = host.galera
+        if not (g.pidfile and g.start):
+            raise ConfigError(f"{host.name}.galera: pidfile and start are needed for this fault")
+        return _Proc("galera", g.target, g.pidfile, g.start, g.datadir)
+    if isinstance(host, Controller) and service == "rabbitmq" and host.rabbitmq:
+        r = host.rabbitmq
+        if not (r.pidfile and r.start):
+            raise ConfigError(f"{host.name}.rabbitmq: pidfile and start are needed for this fault")
+        return _Proc("rabbitmq", r.target, r.pidfile, r.start, r.data_dir)
+    if isinstance(host, Compute) and service == "docker" and host.docker:
+        d = host.docker
+        if not (d.pidfile and d.start):
+            raise ConfigError(f"{host.name}.docker: pidfile and start are needed for this fault")
+        return _Proc("docker", host_target(site, host.name).url, d.pidfile, d.start, None)
+    raise ConfigError(f"host {host.name} has no {service} service in the inventory")
+
+
+def _kill_steps(proc: _Proc, host: str, sig: str = "KILL") -> Step:
+    return Step(proc.target,
+                quote("pid=$(cat %s) && kill -s %s \"$pid\"", proc.pidfile, sig),
+                f"{proc.cluster} on {host} is gone (SIG{sig})")
+
+
+def _start_step(proc: _Proc, host: str) -> Step:
+    log = proc.pidfile.rsplit("/", 1)[0] + "/chaos-restart.log"
+    inner = quote("exec >>%s 2>&1 </dev/null; ", log) + proc.start
+    command = (ALIVE + quote("if pid=$(cat %s 2>/dev/null) && alive \"$pid\"; then :; "
+                             "else setsid -f sh -c %s; fi", proc.pidfile, inner))
+    return Step(proc.target, command, f"{proc.cluster} on {host} is started again", timeout=30)
+
+
+def _services_of(host: Controller | Compute) -> list[str]:
+    if isinstance(host, Controller):
+        return [s for s in ("galera", "rabbitmq") if getattr(host, s) is not None]
+    return [s for s in ("docker",) if host.docker is not None]
+
+
+def _partition_rules(site: Site, host: Controller | Compute, fault_id: str,
+                     ports: str | None, action: str) -> str:
+    others = [h.address for h in [*site.controllers, *site.computes]
+              if h.name != host.name and h.address != host.address]
+    match = quote("-p tcp -m multiport --ports %s ", ports) if ports else ""
+    tag = quote("-m comment --comment %s", f"chaos:{fault_id}")
+    rules = []
+    for other in others:
+        # OUTPUT from the host and INPUT to it: right on a real host, and on the lab's
+        # single kernel the pair still cuts both directions of loopback traffic
+        rules.append(quote(f"iptables -w 5 {action} OUTPUT -s %s -d %s ", host.address, other)
+                     + match + tag + " -j DROP")
+        rules.append(quote(f"iptables -w 5 {action} INPUT -s %s -d %s ", other, host.address)
+                     + match + tag + " -j DROP")
+    return " && ".join(rules)
+
+
+def _unpartition(fault_id: str) -> str:
+    # delete exactly the rules carrying this fault's tag, however many are left
+    return quote("iptables-save -t filter | grep -F -- %s | sed 's/^-A /-D /' | "
+                 "while read -r rule; do eval iptables -w 5 $rule || exit 1; done",
+                 f"chaos:{fault_id} ")
+
+
+def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
+         fault_id: str | None = None, fill_mib: int = 64) -> Fault:
+    """The fault as Steps; raises ConfigError for what the site cannot support."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown fault kind {kind!r} (kinds: {', '.join(KINDS)})")
+    if service is not None and service not in SERVICES:
+        raise ConfigError(f"unknown service {service!r} (services: {', '.join(SERVICES)})")
+    host = site.host(host_name)
+    fid = fault_id or f"{kind}-{host.name}{'-' + service if service else ''}-{uuid.uuid4().hex[:6]}"
+    down: dict[str, list[str]] = {}
+
+    if kind in ("kill", "freeze", "wipe", "fill-disk"):
+        if service is None:
+            raise ConfigError(f"fault {kind} needs --service ({', '.join(SERVICES)})")
+        if kind == "kill" and service == "libvirt":
+            return _libvirt_kill(site, host, fid)
+        proc = _process(site, host, service)
+        if kind == "kill":
+            inject, revert = [_kill_steps(proc, host.name)], [_start_step(proc, host.name)]
+        elif kind == "freeze":
+            inject = [Step(proc.target, quote("kill -s STOP \"$(cat %s)\"", proc.pidfile),
+                           f"{proc.cluster} on {host.name} is frozen (SIGSTOP)")]
+            revert = [Step(proc.target, quote("kill -s CONT \"$(cat %s)\" || true", proc.pidfile),
+                           f"{proc.cluster} on {host.name} runs again (SIGCONT)")]
+        elif kind == "wipe":
+            if not proc.datadir or proc.datadir.rstrip("/") in ("", "/", "/var", "/var/lib"):
+                raise ConfigError(f"{host.name}.{service}: no safe data directory to wipe")
+            inject = [_kill_steps(proc, host.name),
+                      Step(proc.target, quote("find %s -mindepth 1 -delete", proc.datadir),
+                           f"{proc.cluster} data on {host.name} is gone, as on a lost disk")]
+            revert = [_start_step(proc, host.name)]
+        else:  # fill-disk
+            if not proc.datadir:
+                raise ConfigError(f"{host.name}.{service}: no data directory to fill")
+            size = max(1, min(fill_mib, FILL_MAX_MIB))
+            filler = f"{proc.datadir.rstrip('/')}/.chaos-fill-{fid}"
+            inject = [Step(proc.target, quote("fallocate -l %s %s", f"{size}M", filler),
+                           f"{size} MiB less free space under {proc.datadir}")]
+            revert = [Step(proc.target, quote("rm -f %s", filler), "the space is back")]
+            return Fault(fid, kind, host.name, service, inject, revert, {})
+        down[proc.cluster] = [host.name]
+        return Fault(fid, kind, host.name, service, inject, revert, down)
+
+    if kind == "partition":
+        ports = {"galera": GALERA_PORTS, "rabbitmq": RABBIT_PORTS, None: None}.get(service)
+        if service in ("libvirt", "docker"):
+            raise ConfigError("partition takes --service galera, rabbitmq, or none (whole host)")
+        where = host_target(site, host.name).url
+        inject = [Step("local://" if site.kind == "lab" else where,
+                       _partition_rules(site, host, fid, ports, "-I"),
+                       f"{host.name} cannot reach or be reached by the other hosts"
+                       + (f" on {service}'s ports" if service else ""))]
+        revert = [Step(inject[0].target, _unpartition(fid), f"{host.name} is reachable again")]
+        for svc in ([service] if service else _services_of(host)):
+            down[svc] = [host.name]
+        return Fault(fid, kind, host.name, service, inject, revert, down)
+
+    if kind == "power-off":
+        procs = [_process(site, host, s) for s in _services_of(host)]
+        if not procs:
+            raise ConfigError(f"host {host.name} runs no service this harness can power off")
+        inject = [_kill_steps(p, host.name) for p in procs]
+        revert = [_start_step(p, host.name) for p in procs]
+        down = {p.cluster: [host.name] for p in procs}
+        return Fault(fid, kind, host.name, None, inject, revert, down)
+
+    if kind in ("kill-container", "kill-docker"):
+        if not isinstance(host, Compute):
+            raise ConfigError(f"{kind} applies to compute hosts; {host.name} is a controller")
+        if kind == "kill-docker":
+            proc = _process(site, host, "docker")
+            return Fault(fid, kind, host.name, "docker", [_kill_steps(proc, host.name)],
+                         [_start_step(proc, host.name)], {"docker": [host.name]})
+        return _libvirt_kill(site, host, fid, container=True)
+    raise AssertionError(kind)
+
+
+def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
+                  container: bool = False) -> Fault:
+    if not isinstance(host, Compute) or host.libvirt is None or host.docker is None:
+        raise ConfigError(f"host {host.name} has no libvirt container in the inventory")
+    from chaos.targets.docker import parse
+
+    _, name = parse(host.libvirt.container)
+    where = host_target(site, host.name).url
+    docker = quote("docker -H %s ", host.docker.socket)
+    if container:
+        inject = [Step(where, docker + quote("kill -s KILL %s", name),
+                       f"the libvirt container on {host.name} is killed")]
+    else:
+        inject = [Step(where, docker + quote("inspect -f '{{.State.Pid}}' %s", name)
+                       + " | xargs -r kill -s KILL",
+                       f"libvirtd on {host.name} is gone (SIGKILL)")]
+    revert = [Step(where, docker + quote("start %s", name),
+                   f"the libvirt container on {host.name} runs again", timeout=60)]
+    return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
+                 inject, revert, {"libvirt": [host.name]})
+
+
+# -- blast radius -------------------------------------------------------------------
+
+
+def cluster_sizes(site: Site) -> dict[str, int]:
+    return {
+        "galera": sum(1 for c in site.controllers if c.galera),
+        "rabbitmq": sum(1 for c in site.controllers if c.rabbitmq),
+        "controllers": len(site.controllers),
+    }
+
+
+def check_blast_radius(site: Site, open_faults: list[Fault], new: Fault,
+                       allowed: dict[str, int] | None = None) -> None:
+    """Refuse a fault that would take more than floor(N/2) members of a cluster down at
+    once, or every controller, unless ``allowed`` declares that many."""
+    allowed = allowed or {}
+    sizes = cluster_sizes(site)
+    controllers = {c.name for c in site.controllers}
+    for cluster in ("galera", "rabbitmq"):
+        members = {h for f in [*open_faults, new] for h in f.down.get(cluster, [])}
+        limit = allowed.get(cluster, sizes[cluster] // 2)
+        if new.down.get(cluster) and len(members) > limit:
+            raise FaultError(
+                f"blast radius: {new.kind} on {new.host} would take {len(members)} of "
+                f"{sizes[cluster]} {cluster} members down at once ({', '.join(sorted(members))}); "
+                f"more than {limit} must be declared (blast_radius({cluster}={len(members)}) "
+                "or --allow-quorum-loss)")
+    hit = {h for f in [*open_faults, new] for hosts in f.down.values() for h in hosts
+           if h in controllers}
+    limit = allowed.get("controllers", sizes["controllers"] - 1)
+    if new.host in controllers and len(hit) > limit:
+        raise FaultError(
+            f"blast radius: {new.kind} on {new.host} would hit every controller; "
+            "declare it (blast_radius(controllers=N) or --allow-quorum-loss)")
+
+
+# -- acting ---------------------------------------------------------------------------
+
+
+class Faults:
+    """Inject faults and guarantee their revert.
+
+    Use as a context manager: every fault still open when the block ends — normally, by
+    an exception, Ctrl-C or SIGTERM — is reverted, newest first, before it returns.
+    """
+
+    def __init__(self, site: Site, *, inventory_path: str | None = None,
+                 ledger: Ledger | None = None, allowed: dict[str, int] | None = None,
+                 journal: Any = None) -> None:
+        self.site = site
+        self.inventory_path = inventory_path
+        self.ledger = ledger or Ledger()
+        self.allowed = allowed or {}
+        self.open: list[Fault] = []
+        self.journal = journal
+
+    def _event(self, name: str, **data: Any) -> None:
+        if self.journal is not None:
+            self.journal.event(name, **data)
+
+    def inject(self, fault: Fault) -> Fault:
+        ledgered = [Fault.from_json(e["fault"]) for e in self.ledger.open_faults()]
+        known = {f.id for f in self.open}
+        check_blast_radius(self.site, self.open + [f for f in ledgered if f.id not in known],
+                           fault, self.allowed)
+        self.ledger.record(fault.id, {"id": fault.id, "created": time.time(),
+                                      "inventory": self.inventory_path,
+                                      "fault": fault.to_json()})
+        self.open.append(fault)
+        self._event("fault.inject", fault=fault.id, kind=fault.kind, host=fault.host,
+                    service=fault.service)
+        try:
+            for step in fault.inject:
+                step.execute(self.site)
+        except BaseException as exc:
+            self._event("fault.inject_failed", fault=fault.id, error=str(exc))
+            self.revert(fault)
+            if isinstance(exc, HarnessError):
+                raise FaultError(f"fault {fault.id} could not be injected: {exc}") from exc
+            raise
+        return fault
+
+    def add(self, kind: str, host: str, service: str | None = None, **kw: Any) -> Fault:
+        return self.inject(plan(self.site, kind, host, service, **kw))
+
+    def revert(self, fault: Fault) -> None:
+        errors = []
+        for step in fault.revert:
+            try:
+                step.execute(self.site)
+            except HarnessError as exc:
+                errors.append(str(exc))
+        if errors:
+            self._event("fault.revert_failed", fault=fault.id, errors=errors)
+            raise FaultError(f"revert of {fault.id} failed (left in the ledger for "
+                             f"'chaos heal'): {'; '.join(errors)}")
+        self.ledger.clear(fault.id)
+        if fault in self.open:
+            self.open.remove(fault)
+        self._event("fault.revert", fault=fault.id)
+
+    def revert_all(self) -> None:
+        errors = []
+        for fault in reversed(list(self.open)):
+            try:
+                self.revert(fault)
+            except FaultError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise FaultError("; ".join(errors))
+
+    def __enter__(self) -> Faults:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _sigterm_as_interrupt():
+            self.revert_all()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While reverting, a SIGTERM must not cut the revert short: defer it."""
+    pending: list[int] = []
+
+    def defer(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, defer)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if pending:
+            raise KeyboardInterrupt("SIGTERM")
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so ``finally`` blocks (and reverts) run."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def heal(site_for: Any, ledger: Ledger | None = None) -> tuple[list[str], list[str]]:
+    """Revert every fault left open in the ledger. Returns (healed ids, error lines).
+
+    ``site_for(inventory_path)`` loads the site a fault was injected into.
+    """
+    ledger = ledger or Ledger()
+    healed, errors = [], []
+    for entry in reversed(list(ledger.open_faults())):
+        fault = Fault.from_json(entry["fault"])
+        try:
+            Faults(site_for(entry.get("inventory")), ledger=ledger).revert(fault)
+            healed.append(fault.id)
+        except HarnessError as exc:
+            errors.append(f"{fault.id}: {exc}")
+    return healed, errors

@@ -1,0 +1,80 @@
+"""What every target is: a place where a command runs, a process can be signalled and a
+file read. Quoting, results and timeouts live here once; backends only transport."""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from chaos.errors import EnvironmentProblem, HarnessError
+
+
+class TargetError(HarnessError):
+    """A command on a target failed where it had to succeed."""
+
+
+class TargetUnreachable(EnvironmentProblem):
+    """The target could not be reached at all (connection refused, timed out)."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    target: str
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def check(self) -> CommandResult:
+        """Raise TargetError naming target, command and the last stderr line unless ok."""
+        if not self.ok:
+            last = (self.stderr or self.stdout).strip().splitlines()
+            raise TargetError(
+                f"{self.target}: `{self.command}` exited {self.exit_status}"
+                + (f": {last[-1]}" if last else "")
+            )
+        return self
+
+
+def quote(command: str, *args: object) -> str:
+    """``quote("kill -%s %s", 9, pid)``: every argument is shell-quoted."""
+    return command % tuple(shlex.quote(str(a)) for a in args)
+
+
+class Target(ABC):
+    """A place commands run. Subclasses implement :meth:`_run` only."""
+
+    scheme: str = ""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    @abstractmethod
+    def _run(self, command: str, timeout: float) -> CommandResult: ...
+
+    def run(self, command: str, *args: object, timeout: float = 30.0) -> CommandResult:
+        """Run a shell command (``%s`` placeholders are filled with quoted ``args``)."""
+        return self._run(quote(command, *args) if args else command, timeout)
+
+    def check(self, command: str, *args: object, timeout: float = 30.0) -> str:
+        """Run, require success, return stdout."""
+        return self.run(command, *args, timeout=timeout).check().stdout
+
+    def signal(self, pid: int, signal: str = "KILL", *, timeout: float = 15.0) -> CommandResult:
+        return self.run("kill -s %s %s", signal, pid, timeout=timeout)
+
+    def read_file(self, path: str, *, timeout: float = 15.0) -> str:
+        return self.check("cat %s", path, timeout=timeout)
+
+    def spawn(self, command: str, *, log: str, timeout: float = 15.0) -> CommandResult:
+        """Start a long-running command detached from this connection, output to ``log``."""
+        inner = quote("exec >>%s 2>&1 </dev/null; ", log) + command
+        return self.run("setsid -f sh -c %s", inner, timeout=timeout)
