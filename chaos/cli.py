@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from chaos.errors import (
     EXIT_OK,
@@ -21,6 +21,9 @@ from chaos.errors import (
     ConfigError,
     HarnessError,
 )
+
+if TYPE_CHECKING:
+    from chaos.inventory import Site
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,12 +73,58 @@ def _inventory(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _site(args: argparse.Namespace) -> tuple[Site, str]:
+    from chaos import inventory
+    from chaos.plugin import resolve_inventory
+
+    path = resolve_inventory(args.inventory, use_lab=False)
+    return inventory.load(path), str(path.resolve())
+
+
+def _fault(args: argparse.Namespace) -> int:
+    from chaos.faults import Faults, plan
+
+    site, path = _site(args)
+    fault = plan(site, args.kind, args.node, args.service)
+    print(fault.describe())
+    if args.dry_run:
+        print("dry run: nothing was done")
+        return EXIT_OK
+    allowed = {"galera": 99, "rabbitmq": 99, "controllers": 99} if args.allow_quorum_loss else {}
+    Faults(site, inventory_path=path, allowed=allowed).inject(fault)
+    print(f"fault {fault.id} injected and left in place; undo with 'chaos heal'")
+    return EXIT_OK
+
+
+def _heal(args: argparse.Namespace) -> int:
+    from chaos import inventory
+    from chaos.faults import heal
+
+    default: list[Site] = []
+
+    def site_for(path: str | None) -> Site:
+        if path and Path(path).is_file():
+            return inventory.load(path)
+        if not default:
+            default.append(_site(args)[0])
+        return default[0]
+
+    healed, errors = heal(site_for)
+    for fault_id in healed:
+        print(f"reverted {fault_id}")
+    for line in errors:
+        print(f"could not revert {line}", file=sys.stderr)
+    if not healed and not errors:
+        print("nothing to heal: the ledger has no open fault")
+    return EXIT_VERDICT if errors else EXIT_OK
+
+
 def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     import pytest
 
     from chaos.plugin import resolve_inventory
 
-    inventory = resolve_inventory(args.inventory, use_lab=args.lab or args.inventory is None)
+    inventory = resolve_inventory(args.inventory, use_lab=args.lab)
     report_dir = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     report_dir.mkdir(parents=True, exist_ok=True)
     scenarios = Path(__file__).resolve().parent.parent / "scenarios"
@@ -114,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inventory", help="site inventory (default: the running lab's)")
     run.add_argument("--lab", action="store_true", help="run against the running local lab")
     run.add_argument("--report-dir", help="where the report goes (default reports/<time>)")
+    fault = sub.add_parser("fault", help="inject one fault and leave it in place (undo: heal)")
+    fault.add_argument("kind", help="kill, freeze, partition, power-off, wipe, kill-container, "
+                       "kill-docker, fill-disk")
+    fault.add_argument("--node", required=True, help="host name from the inventory")
+    fault.add_argument("--service", help="galera, rabbitmq, libvirt or docker")
+    fault.add_argument("--inventory", help="site inventory (default: the running lab's)")
+    fault.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
+    fault.add_argument("--allow-quorum-loss", action="store_true",
+                       help="allow taking a majority of a cluster (or every controller) down")
+
+    heal = sub.add_parser("heal", help="revert every fault left open in the ledger")
+    heal.add_argument("--inventory", help="site inventory (default: the running lab's)")
     return parser
 
 
@@ -129,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inventory(args)
         if args.command == "run":
             return _run(args, extra)
+        if args.command == "fault":
+            return _fault(args)
+        if args.command == "heal":
+            return _heal(args)
     except ConfigError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return exc.exit_code

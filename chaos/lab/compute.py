@@ -580,11 +580,12 @@ class ComputeLab:
         self._mark(h.name, "container")
         self._wait_libvirt(h.name, timeout=_UP_TIMEOUT)
         self._mark(h.name, "libvirt")
-        if h.mode != "no-hostpid":
-            self._save_capabilities(h.name)
-            self._probed.set()
         self._ensure_domain(h.name)
         self._mark(h.name, "domain")
+        if h.mode != "no-hostpid":
+            # libvirt probes lazily, on the first define: only now is the cache written
+            self._save_capabilities(h.name)
+            self._probed.set()
 
     def _import_image(self, host: str) -> None:
         # procs.run takes text input; the tar goes through a file argument instead

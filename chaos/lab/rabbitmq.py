@@ -206,6 +206,10 @@ class RabbitLab:
     def _conf_env_file(self) -> Path:
         return self.root / "rabbitmq-env.conf"
 
+    def data_dir(self, node: str) -> Path:
+        """RABBITMQ_MNESIA_BASE: everything the node persists (wiping it = a lost disk)."""
+        return self._dir(node) / "mnesia"
+
     def pidfile(self, node: str) -> Path:
         return self._dir(node) / "rabbit.pid"
 
@@ -252,7 +256,7 @@ class RabbitLab:
             "RABBITMQ_NODE_IP_ADDRESS": host.address,
             "RABBITMQ_NODE_PORT": str(self.amqp_port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_MNESIA_BASE": str(self.data_dir(node)),
             "RABBITMQ_LOG_BASE": str(folder / "log"),
             "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
             # both default to files under /etc/rabbitmq, which must not leak in
@@ -269,7 +273,7 @@ class RabbitLab:
 
     # -- files ------------------------------------------------------------------
 
-    def _conf(self, node: str) -> str:
+    def _conf(self, node: str, *, seed_alone: bool = True) -> str:
         host = self._host(node)
         lines = [
             f"listeners.tcp.default = {host.address}:{self.amqp_port}",
@@ -292,9 +296,10 @@ class RabbitLab:
             "cluster_formation.discovery_retry_limit = 120",
             "cluster_formation.discovery_retry_interval = 500",
         ]
-        seed = self.nodes[0].name
-        if node != seed:
-            # the seed lists nobody, so it never waits; the others wait for it
+        if node != self.nodes[0].name or not seed_alone:
+            # At first boot the seed lists nobody, so it never waits and the others
+            # wait for it. Listing everyone on every node would deadlock: the node
+            # holding the discovery lock would wait for peers that wait for the lock.
             lines += [
                 f"cluster_formation.classic_config.nodes.{i} = {self.node_name(h.name)}"
                 for i, h in enumerate(self.nodes, start=1)
@@ -386,6 +391,11 @@ class RabbitLab:
             daemons.append(daemon)
         self.wait_healthy(timeout=UP_TIMEOUT, daemons=daemons)
         self._check_quorum_queue()
+        # From now on the seed lists its peers too, as every node of a real site does:
+        # a wiped seed restarted later then rejoins like any other node instead of
+        # booting a cluster of its own. Read only at boot, so harmless while running.
+        seed = self.nodes[0].name
+        _write_private(self._dir(seed) / "rabbitmq.conf", self._conf(seed, seed_alone=False))
 
     def _wait(
         self, ready: Callable[[], bool], *, what: str, timeout: float, daemons: list[Daemon]
@@ -403,7 +413,7 @@ class RabbitLab:
         except ProbeTimeout as exc:
             raise LabError(f"rabbitmq: {exc}") from exc
         if seen.startswith("died"):
-            raise LabError(f"rabbitmq: {seen} while waiting for {what} (see {self.root})")
+            raise LabError(f"rabbitmq: {seen} while waiting for {what}{_death_reason(daemons)}")
 
     def wait_healthy(self, *, timeout: float, daemons: list[Daemon] | None = None) -> None:
         """Wait until every node answers with all nodes running and no partition."""
@@ -433,7 +443,7 @@ class RabbitLab:
         except ProbeTimeout as exc:
             raise LabError(f"rabbitmq: {exc}") from exc
         if seen.startswith("died"):
-            raise LabError(f"rabbitmq: {seen} before the cluster formed (see {self.root}/nodes)")
+            raise LabError(f"rabbitmq: {seen} before the cluster formed{_death_reason(watched)}")
 
     def probe(self, node: str, *, timeout: float = 3.0, queues: bool = True) -> RabbitState:
         return probe(
@@ -543,6 +553,23 @@ class RabbitLab:
                 f"{lines[-1] if lines else ''}"
             )
         return result.stdout
+
+
+def _death_reason(daemons: list[Daemon]) -> str:
+    """The line where a dead node's output says why, e.g. ": Kernel pid terminated (…)"."""
+    for daemon in daemons:
+        if procs.alive(daemon.pid):
+            continue
+        try:
+            lines = Path(daemon.log).read_text(errors="replace").splitlines()[-200:]
+        except OSError:
+            continue
+        for marker in ("Kernel pid terminated", "BOOT FAILED", "[error]"):
+            hits = [line for line in lines if marker in line]
+            if hits:
+                return f": {hits[-1].strip()[:200]} (log {daemon.log})"
+        return f" (log {daemon.log})"
+    return ""
 
 
 def _exe(pid: int) -> str:

@@ -1,0 +1,129 @@
+"""Fault planning is pure: the steps are data, and the blast-radius guard refuses
+what would take a majority of a cluster down unless declared."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from chaos import inventory
+from chaos.errors import ConfigError, FaultError
+from chaos.faults import Fault, check_blast_radius, plan
+from tests.unit.test_inventory import VALID
+
+
+def site(**extra: Any) -> inventory.Site:
+    data = copy.deepcopy(VALID)
+    for ctl in data["controllers"]:
+        ctl["galera"].update(pidfile="/run/mysqld/mysqld.pid", start="mariadbd --defaults-file=x")
+        ctl["rabbitmq"].update(pidfile="/run/rabbit.pid", start="rabbitmq-server",
+                               data_dir="/var/lib/rabbitmq/mnesia")
+    data.update(extra)
+    return inventory.parse(data)
+
+
+def test_kill_galera_is_sigkill_then_start_on_the_node_target() -> None:
+    fault = plan(site(), "kill", "ctl2", "galera")
+    assert [s.target for s in fault.inject] == ["ssh://root@10.0.0.2"]
+    assert "kill -s KILL" in fault.inject[0].command
+    assert "/run/mysqld/mysqld.pid" in fault.inject[0].command
+    assert "mariadbd --defaults-file=x" in fault.revert[0].command
+    assert fault.down == {"galera": ["ctl2"]}
+
+
+def test_freeze_is_stop_and_cont() -> None:
+    fault = plan(site(), "freeze", "ctl1", "rabbitmq")
+    assert "STOP" in fault.inject[0].command and "CONT" in fault.revert[0].command
+
+
+def test_partition_tags_every_rule_with_the_fault_id() -> None:
+    fault = plan(site(), "partition", "ctl1", fault_id="p1")
+    rules = fault.inject[0].command.split(" && ")
+    # both directions to each of the other three hosts
+    assert len(rules) == 6
+    assert all("chaos:p1" in r and "-j DROP" in r for r in rules)
+    assert "chaos:p1" in fault.revert[0].command
+    assert fault.down == {"galera": ["ctl1"], "rabbitmq": ["ctl1"]}
+
+
+def test_service_partition_only_cuts_its_ports() -> None:
+    fault = plan(site(), "partition", "ctl1", "galera", fault_id="p2")
+    assert "--ports 4567,4568,4444" in fault.inject[0].command
+    assert fault.down == {"galera": ["ctl1"]}
+
+
+def test_power_off_kills_every_service_of_the_host() -> None:
+    fault = plan(site(), "power-off", "ctl3")
+    assert len(fault.inject) == 2 and len(fault.revert) == 2
+    assert fault.down == {"galera": ["ctl3"], "rabbitmq": ["ctl3"]}
+
+
+def test_wipe_deletes_the_data_directory_contents_only() -> None:
+    fault = plan(site(), "wipe", "ctl1", "rabbitmq")
+    assert "find /var/lib/rabbitmq/mnesia -mindepth 1 -delete" in fault.inject[1].command
+
+
+def test_fill_disk_is_bounded() -> None:
+    fault = plan(site(), "fill-disk", "ctl1", "galera", fill_mib=10**6)
+    assert "1024M" in fault.inject[0].command
+    assert fault.down == {}
+
+
+def test_kill_libvirt_and_container() -> None:
+    fault = plan(site(), "kill", "cmp1", "libvirt")
+    assert "docker -H unix:///var/run/docker.sock inspect" in fault.inject[0].command
+    assert "docker -H unix:///var/run/docker.sock start libvirt" in fault.revert[0].command
+    fault = plan(site(), "kill-container", "cmp1")
+    assert "kill -s KILL libvirt" in fault.inject[0].command
+
+
+@pytest.mark.parametrize(
+    ("kind", "host", "service", "message"),
+    [
+        ("explode", "ctl1", "galera", "unknown fault kind 'explode'"),
+        ("kill", "ctl9", "galera", "no host named 'ctl9'"),
+        ("kill", "ctl1", "nova", "unknown service 'nova'"),
+        ("kill", "ctl1", None, "needs --service"),
+        ("kill", "cmp1", "galera", "host cmp1 has no galera service"),
+        ("kill-docker", "ctl1", None, "applies to compute hosts"),
+        ("partition", "ctl1", "libvirt", "partition takes --service galera, rabbitmq"),
+    ],
+)
+def test_bad_fault_requests_are_config_errors(kind: str, host: str, service: str | None,
+                                              message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan(site(), kind, host, service)
+
+
+def test_a_pidless_service_cannot_be_killed() -> None:
+    with pytest.raises(ConfigError, match="pidfile and start are needed"):
+        plan(inventory.parse(copy.deepcopy(VALID)), "kill", "ctl1", "galera")
+
+
+def test_round_trip_through_json() -> None:
+    fault = plan(site(), "partition", "ctl2")
+    assert Fault.from_json(fault.to_json()) == fault
+
+
+def test_blast_radius_refuses_a_galera_majority() -> None:
+    s = site()
+    first = plan(s, "kill", "ctl1", "galera")
+    check_blast_radius(s, [], first)
+    second = plan(s, "kill", "ctl2", "galera")
+    with pytest.raises(FaultError, match="2 of 3 galera members"):
+        check_blast_radius(s, [first], second)
+    check_blast_radius(s, [first], second, {"galera": 2})
+    # the other cluster is not affected by galera's count
+    check_blast_radius(s, [first], plan(s, "kill", "ctl2", "rabbitmq"))
+
+
+def test_blast_radius_refuses_every_controller() -> None:
+    s = site()
+    # each cluster keeps its majority, but all three controllers are hit at once
+    open_faults = [plan(s, "partition", "ctl1", "galera"), plan(s, "kill", "ctl2", "rabbitmq")]
+    third = Fault("f3", "kill", "ctl3", "docker", [], [], {"docker": ["ctl3"]})
+    with pytest.raises(FaultError, match="every controller"):
+        check_blast_radius(s, open_faults, third)
+    check_blast_radius(s, open_faults, third, {"controllers": 3})
