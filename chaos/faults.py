@@ -140,9 +140,10 @@ def _partition_rules(site: Site, host: Controller | Compute, fault_id: str,
 
 def _unpartition(fault_id: str) -> str:
     # delete exactly the rules carrying this fault's tag, however many are left
-    return quote("iptables-save -t filter | grep -F -- %s | sed 's/^-A /-D /' | "
+    # iptables-save may or may not quote the comment; ids are [a-z0-9-], safe in a regex
+    return quote("iptables-save -t filter | grep -E -- %s | sed 's/^-A /-D /' | "
                  "while read -r rule; do eval iptables -w 5 $rule || exit 1; done",
-                 f"chaos:{fault_id} ")
+                 f"chaos:{fault_id}(\"| |$)")
 
 
 def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,

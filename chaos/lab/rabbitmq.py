@@ -297,9 +297,10 @@ class RabbitLab:
             "cluster_formation.discovery_retry_interval = 500",
         ]
         if node != self.nodes[0].name or not seed_alone:
-            # At first boot the seed lists nobody, so it never waits and the others
-            # wait for it. Listing everyone on every node would deadlock: the node
-            # holding the discovery lock would wait for peers that wait for the lock.
+            # At first boot the seed lists nobody, so it boots at once and the others
+            # retry until its database is up. With everyone listed everywhere, 3.10's
+            # discovery has each booting node wait for a peer whose database is up,
+            # which none is yet (reasoned from the code, not measured).
             lines += [
                 f"cluster_formation.classic_config.nodes.{i} = {self.node_name(h.name)}"
                 for i, h in enumerate(self.nodes, start=1)
