@@ -75,6 +75,7 @@ PROVIDER_OPTIONS = (
     "evs.install_timeout=PT4S",
     "gmcast.peer_timeout=PT2S",
     "pc.announce_timeout=PT1S",
+    "evs.join_retrans_period=PT0.3S",
     "gcache.size=32M",
 )
 

@@ -126,24 +126,21 @@ def test_preflight_reports_port_in_use(rabbit: tuple[RabbitLab, list[Daemon]]) -
     assert any(f"127.0.0.1:{EPMD_PORT} already in use" in p for p in problems), problems
 
 
-def test_down_leaves_nothing(tmp_path: Path) -> None:
-    # its own lab, so the module fixture's teardown is not what is being tested
-    nodes = [Host("ctl1", "127.0.2.21"), Host("ctl2", "127.0.2.22"), Host("ctl3", "127.0.2.23")]
-    lab = RabbitLab(
-        tmp_path / "rabbitmq", nodes, LabSecrets.load_or_create(tmp_path), epmd_port=EPMD_PORT + 1
-    )
-    daemons: list[Daemon] = []
-    try:
-        lab.up(daemons.append)
-        beams = [p for d in daemons[1:] for p in d.pids()[1:]]
-        assert len(beams) == 3 and all(procs.alive(p) for p in beams)
-    finally:
-        lab.down(daemons)
+def test_down_leaves_nothing(rabbit: tuple[RabbitLab, list[Daemon]]) -> None:
+    # last test of the module: the fixture's own down() afterwards finds nothing to do
+    lab, daemons = rabbit
+    beams = [p for d in daemons[1:] for p in d.pids()[1:]]
+    assert len(beams) == 3 and all(procs.alive(p) for p in beams)
+    assert len(_processes_under(lab.root)) == 4  # three beam.smp and epmd
+    started = time.monotonic()
+    lab.down(daemons)
+    print(f"rabbitmq down in {time.monotonic() - started:.1f}s")
     assert not [p for d in daemons for p in d.pids() if procs.alive(p)]
-    assert _processes_under(tmp_path) == []
-    for host in nodes:
-        assert not procs.port_in_use(host.address, lab.amqp_port)
-    assert not procs.port_in_use("127.0.0.1", EPMD_PORT + 1)
+    assert _processes_under(lab.root) == []
+    for host in NODES:
+        for port in (lab.amqp_port, lab.dist_port, lab.mgmt_port, EPMD_PORT):
+            assert not procs.port_in_use(host.address, port), (host.address, port)
+    assert not procs.port_in_use("127.0.0.1", EPMD_PORT)
 
 
 def _processes_under(root: Path) -> list[str]:

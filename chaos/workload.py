@@ -1,0 +1,361 @@
+"""Workload and data-loss oracle.
+
+While a scenario runs, a bounded writer commits rows to Galera and a bounded publisher
+sends persistent messages with publisher confirms to a quorum queue. Each operation
+carries a unique id recorded client-side, in one of three sets:
+
+- acknowledged: the server said yes (COMMIT returned / broker confirmed);
+- unknown: the connection broke after the request was sent and before the answer came,
+  so it may or may not have happened — counted separately, never as lost;
+- failed: the server said no, or nothing was sent.
+
+After recovery the oracle reads every Galera node and drains the queue:
+- Galera: every acknowledged id must be on *every* node; an id present more than once
+  is a duplicate; an id present but never attempted is a phantom.
+- RabbitMQ: at-least-once is what quorum queues with confirms promise, so a confirmed
+  message must be consumed at least once (lost otherwise); redelivered copies are
+  reported as duplicates but do not fail the verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pika
+import pika.exceptions
+import pymysql
+
+from chaos.inventory import Site
+
+DB = "chaos_oracle"
+CONNECT_TIMEOUT = 3
+IO_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    host: str
+    port: int
+
+
+def galera_endpoints(site: Site) -> list[Endpoint]:
+    return [Endpoint(c.name, c.address, c.galera.port) for c in site.controllers if c.galera]
+
+
+def rabbit_endpoints(site: Site) -> list[Endpoint]:
+    return [Endpoint(c.name, c.address, c.rabbitmq.amqp_port)
+            for c in site.controllers if c.rabbitmq]
+
+
+@dataclass
+class Ledger:
+    """What the client knows about its own operations."""
+
+    acked: set[str] = field(default_factory=set)
+    unknown: set[str] = field(default_factory=set)
+    failed: int = 0
+    attempts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass(frozen=True)
+class GaleraVerdict:
+    acknowledged: int
+    unknown: int
+    lost: dict[str, int]  # per node: acknowledged ids missing there
+    duplicated: dict[str, int]
+    phantom: dict[str, int]
+    unreadable: dict[str, str]  # nodes the oracle could not read, and why
+    lost_ids: dict[str, list[str]]
+
+    @property
+    def ok(self) -> bool:
+        return (not self.unreadable and not any(self.lost.values())
+                and not any(self.duplicated.values()) and not any(self.phantom.values()))
+
+    def summary(self) -> str:
+        return (f"galera: {self.acknowledged} acknowledged, {self.unknown} unknown, "
+                f"lost {self.lost}, duplicated {self.duplicated}, phantom {self.phantom}"
+                + (f", unreadable {self.unreadable}" if self.unreadable else ""))
+
+
+@dataclass(frozen=True)
+class RabbitVerdict:
+    confirmed: int
+    unknown: int
+    lost: int
+    duplicated: int
+    phantom: int
+    lost_ids: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.phantom == 0
+
+    def summary(self) -> str:
+        return (f"rabbitmq (at-least-once): {self.confirmed} confirmed, {self.unknown} unknown, "
+                f"lost {self.lost}, duplicated {self.duplicated}, phantom {self.phantom}")
+
+
+Conn = pymysql.connections.Connection
+
+
+def _connect(ep: Endpoint, user: str, password: str) -> Conn:
+    return pymysql.connect(host=ep.host, port=ep.port, user=user, password=password,
+                           connect_timeout=CONNECT_TIMEOUT, read_timeout=IO_TIMEOUT,
+                           write_timeout=IO_TIMEOUT, autocommit=True)
+
+
+class GaleraWriter:
+    """Commits one row per operation, round-robin over the nodes that answer."""
+
+    def __init__(self, site: Site, *, table: str = "writes", interval: float = 0.02,
+                 max_ops: int = 5000, max_seconds: float = 600.0) -> None:
+        self.endpoints = galera_endpoints(site)
+        self.user = site.credentials.db.user
+        self.password = site.credentials.db.password.reveal()
+        self.table = table
+        self.interval = interval
+        self.max_ops = max_ops
+        self.max_seconds = max_seconds
+        self.ledger = Ledger()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def prepare(self) -> None:
+        """Create the oracle's table through the first node that answers."""
+        errors = []
+        for ep in self.endpoints:
+            try:
+                with _connect(ep, self.user, self.password) as conn, conn.cursor() as cur:
+                    cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {DB}.{self.table} ("
+                                "pk BIGINT AUTO_INCREMENT PRIMARY KEY, op_id CHAR(32) NOT NULL, "
+                                "via VARCHAR(32) NOT NULL, at DOUBLE NOT NULL, KEY (op_id))")
+                return
+            except pymysql.MySQLError as exc:
+                errors.append(f"{ep.name}: {exc}")
+        raise ConnectionError("no Galera node accepted the oracle table: " + "; ".join(errors))
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        conns: dict[str, Conn] = {}
+        n = 0
+        while not self._stop.is_set() and n < self.max_ops and time.monotonic() < deadline:
+            ep = self.endpoints[n % len(self.endpoints)]
+            n += 1
+            op = uuid.uuid4().hex
+            try:
+                conn = conns.get(ep.name) or _connect(ep, self.user, self.password)
+                conns[ep.name] = conn
+            except pymysql.MySQLError:
+                with self.ledger.lock:
+                    self.ledger.failed += 1  # nothing was sent
+                self._stop.wait(self.interval)
+                continue
+            with self.ledger.lock:
+                self.ledger.attempts += 1
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {DB}.{self.table} (op_id, via, at) "
+                                "VALUES (%s, %s, %s)", (op, ep.name, time.time()))
+                with self.ledger.lock:
+                    self.ledger.acked.add(op)
+            except pymysql.err.OperationalError as exc:
+                conns.pop(ep.name, None)
+                with contextlib.suppress(Exception):
+                    conn.close()
+                code = exc.args[0] if exc.args else 0
+                # 1047 (WSREP not ready) and 1213 (certification conflict) are refusals:
+                # the write did not happen. A broken connection leaves it unknown.
+                with self.ledger.lock:
+                    if code in (1047, 1213, 1205):
+                        self.ledger.failed += 1
+                    else:
+                        self.ledger.unknown.add(op)
+            except pymysql.MySQLError:
+                with self.ledger.lock:
+                    self.ledger.failed += 1
+            self._stop.wait(self.interval)
+        for conn in conns.values():
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def start(self) -> None:
+        self.prepare()
+        self._thread = threading.Thread(target=self._loop, name="galera-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def verdict(self) -> GaleraVerdict:
+        """Read every node (each bounded by timeouts) and compare with the ledger."""
+        with self.ledger.lock:
+            acked, unknown = set(self.ledger.acked), set(self.ledger.unknown)
+        lost: dict[str, int] = {}
+        lost_ids: dict[str, list[str]] = {}
+        dup: dict[str, int] = {}
+        phantom: dict[str, int] = {}
+        unreadable: dict[str, str] = {}
+        for ep in self.endpoints:
+            try:
+                with _connect(ep, self.user, self.password) as conn, conn.cursor() as cur:
+                    cur.execute(f"SELECT op_id FROM {DB}.{self.table}")
+                    counts = Counter(row[0] for row in cur.fetchall())
+            except pymysql.MySQLError as exc:
+                unreadable[ep.name] = str(exc)
+                continue
+            missing = sorted(acked - counts.keys())
+            lost[ep.name] = len(missing)
+            lost_ids[ep.name] = missing[:20]
+            dup[ep.name] = sum(1 for c in counts.values() if c > 1)
+            phantom[ep.name] = len(counts.keys() - acked - unknown)
+        return GaleraVerdict(len(acked), len(unknown), lost, dup, phantom, unreadable, lost_ids)
+
+
+class RabbitPublisher:
+    """Publishes persistent messages with confirms to a quorum queue, failing over."""
+
+    def __init__(self, site: Site, *, queue: str | None = None, interval: float = 0.02,
+                 max_ops: int = 5000, max_seconds: float = 600.0) -> None:
+        self.endpoints = rabbit_endpoints(site)
+        self.user = site.credentials.rabbitmq.user
+        self.password = site.credentials.rabbitmq.password.reveal()
+        self.queue = queue or f"chaos-oracle-{uuid.uuid4().hex[:8]}"
+        self.interval = interval
+        self.max_ops = max_ops
+        self.max_seconds = max_seconds
+        self.ledger = Ledger()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _params(self, ep: Endpoint) -> pika.ConnectionParameters:
+        return pika.ConnectionParameters(
+            host=ep.host, port=ep.port, credentials=pika.PlainCredentials(self.user, self.password),
+            socket_timeout=CONNECT_TIMEOUT, blocked_connection_timeout=IO_TIMEOUT,
+            stack_timeout=IO_TIMEOUT * 2, connection_attempts=1, heartbeat=5)
+
+    @contextlib.contextmanager
+    def _channel(self, ep: Endpoint) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+        conn = pika.BlockingConnection(self._params(ep))
+        try:
+            yield conn.channel()
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def prepare(self) -> None:
+        errors = []
+        for ep in self.endpoints:
+            try:
+                with self._channel(ep) as ch:
+                    ch.queue_declare(self.queue, durable=True,
+                                     arguments={"x-queue-type": "quorum"})
+                return
+            except pika.exceptions.AMQPError as exc:
+                errors.append(f"{ep.name}: {exc!r}")
+        raise ConnectionError("no RabbitMQ node accepted the oracle queue: " + "; ".join(errors))
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        n = 0
+        node = 0
+        while not self._stop.is_set() and n < self.max_ops and time.monotonic() < deadline:
+            ep = self.endpoints[node % len(self.endpoints)]
+            try:
+                conn = pika.BlockingConnection(self._params(ep))
+                ch = conn.channel()
+                ch.confirm_delivery()
+            except pika.exceptions.AMQPError:
+                with self.ledger.lock:
+                    self.ledger.failed += 1
+                node += 1
+                self._stop.wait(max(self.interval, 0.2))
+                n += 1
+                continue
+            try:
+                while (not self._stop.is_set() and n < self.max_ops
+                       and time.monotonic() < deadline):
+                    n += 1
+                    op = uuid.uuid4().hex
+                    with self.ledger.lock:
+                        self.ledger.attempts += 1
+                    try:
+                        ch.basic_publish("", self.queue, op.encode(),
+                                         pika.BasicProperties(delivery_mode=2, message_id=op),
+                                         mandatory=True)
+                    except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+                        with self.ledger.lock:
+                            self.ledger.failed += 1
+                    except pika.exceptions.AMQPError:
+                        with self.ledger.lock:
+                            self.ledger.unknown.add(op)
+                        raise
+                    else:
+                        with self.ledger.lock:
+                            self.ledger.acked.add(op)
+                    self._stop.wait(self.interval)
+            except pika.exceptions.AMQPError:
+                node += 1
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def start(self) -> None:
+        self.prepare()
+        self._thread = threading.Thread(target=self._loop, name="rabbit-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def verdict(self, *, drain_seconds: float = 60.0) -> RabbitVerdict:
+        """Drain the queue (bounded in time and count) and compare with the ledger."""
+        with self.ledger.lock:
+            confirmed, unknown = set(self.ledger.acked), set(self.ledger.unknown)
+        received: Counter[str] = Counter()
+        limit = (self.ledger.attempts + 10) * 3
+        deadline = time.monotonic() + drain_seconds
+        last_error: Exception | None = None
+        for ep in self.endpoints * 2:
+            if time.monotonic() > deadline:
+                break
+            try:
+                with self._channel(ep) as ch:
+                    while time.monotonic() < deadline and sum(received.values()) < limit:
+                        method, _, body = ch.basic_get(self.queue, auto_ack=True)
+                        if method is None:
+                            break
+                        received[body.decode()] += 1
+                last_error = None
+                break
+            except pika.exceptions.AMQPError as exc:
+                last_error = exc
+        if last_error is not None:
+            raise ConnectionError(f"could not drain {self.queue}: {last_error!r}")
+        lost = sorted(confirmed - received.keys())
+        return RabbitVerdict(
+            confirmed=len(confirmed), unknown=len(unknown), lost=len(lost),
+            duplicated=sum(c - 1 for c in received.values() if c > 1),
+            phantom=len(received.keys() - confirmed - unknown), lost_ids=lost[:20])
+
+    def delete_queue(self) -> None:
+        for ep in self.endpoints:
+            try:
+                with self._channel(ep) as ch:
+                    ch.queue_delete(self.queue)
+                return
+            except pika.exceptions.AMQPError:
+                continue
