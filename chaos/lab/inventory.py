@@ -28,8 +28,9 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
 
     controllers = []
     for host in CONTROLLERS:
-        env_file = rabbit.root / host.name / "node.env"
+        env_file = rabbit.pidfile(host.name).parent / "node.env"
         env_file.parent.mkdir(parents=True, exist_ok=True)
+        env_file.touch(mode=0o600)
         env_file.write_text("".join(f"{k}={shlex.quote(v)}\n"
                                     for k, v in rabbit.node_env(host.name).items()))
         controllers.append({

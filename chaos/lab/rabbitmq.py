@@ -8,7 +8,13 @@ to it too, so iptables rules between two node addresses really cut the cluster.
 
 The cluster forms at boot with classic_config peer discovery: the first node boots
 as the seed (no peers listed), the others list the seed and retry until its database
-is up, so all three start at once and no join_cluster call is needed.
+is up, so all three start at once and no join_cluster call is needed (measured:
+8-11 s from nothing to a healthy cluster on 2 cores). The user comes from
+default_user/default_pass in rabbitmq.conf (mode 600): no rabbitmqctl call at all.
+
+Erlang distribution is started by the VM (-sname) rather than by RabbitMQ, whose
+prelaunch check binds the dist port on the wildcard address and so refuses a second
+node using the same port on another address.
 """
 
 from __future__ import annotations
