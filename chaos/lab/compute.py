@@ -379,6 +379,7 @@ class ComputeLab:
         self.capabilities_cache = capabilities_cache or self.root / "caps"
         self._by_name = {h.name: h for h in self.hosts}
         self._probed = threading.Event()
+        self._started = time.monotonic()
         self.timings: dict[str, dict[str, float]] = {}
         """Seconds since up() began at which each host reached each step (for reports)."""
 
@@ -534,40 +535,25 @@ class ComputeLab:
             (home / sub).mkdir(parents=True, exist_ok=True)
         self._write_config(h)
         (home / "daemon.json").write_text("{}\n")  # never read /etc/docker/daemon.json
-        dockerd = _binary("dockerd") or "dockerd"
-        daemon = spawn(
-            f"dockerd-{h.name}",
-            [
-                dockerd,
-                "--host", self.docker_socket(h.name),
-                "--data-root", str(home / "d"),
-                "--exec-root", str(home / "x"),
-                "--pidfile", str(home / "docker.pid"),
-                "--config-file", str(home / "daemon.json"),
-                # no docker0 on 172.17/16, no NAT rules: nothing may leave loopback
-                "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-                # vfs: no overlay mounts to leak under root; the image is empty dirs anyway
-                "--storage-driver=vfs",
-                "--cgroup-parent", self.docker_cgroup_parent(h.name),
-                "--shutdown-timeout", "2",
-                "--log-level", "warn",
-            ],
-            log=home / "log" / "dockerd.log",
-        )  # fmt: skip
+        daemon = spawn(f"dockerd-{h.name}", self.dockerd_argv(h.name),
+                       log=home / "log" / "dockerd.log")
         register(daemon)
-        wait_for(
+        seen = wait_for(
             lambda: self._docker_answers(h.name, daemon.pid),
             what=f"dockerd-{h.name}",
             timeout=30,
             interval=0.1,
         )
+        if seen.startswith("dockerd exited"):
+            raise LabError(seen)
         self._mark(h.name, "dockerd")
         if not self.docker(h.name, "image", "ls", "-q", IMAGE):
             self._import_image(h.name)
         self.docker_raw(h.name, "rm", "--force", CONTAINER)
         if h.mode == "no-hostpid" and any(o.mode != "no-hostpid" for o in self.hosts):
-            # libvirtd as PID 1 never reaps the daemonized qemu of its capability probe:
-            # each probe then waits ~15 s for a zombie to vanish. A hostPID libvirtd
+            # libvirtd as PID 1 never reaps the daemonized qemu of its capability probe,
+            # and waits for that zombie to vanish: measured, the first define did not
+            # return within 30 s. A hostPID libvirtd
             # probes (or validates the cache) first, and this one starts warm.
             wait_for(
                 lambda: (self._probed.is_set(), "capability probe of a hostPID host"),
@@ -587,14 +573,40 @@ class ComputeLab:
             self._save_capabilities(h.name)
             self._probed.set()
 
+    def dockerd_pidfile(self, host: str) -> Path:
+        return self._dir(host) / "docker.pid"
+
+    def dockerd_argv(self, host: str) -> list[str]:
+        """The exact command that starts this host's private docker daemon."""
+        home = self._dir(host)
+        return [
+            _binary("dockerd") or "dockerd",
+            "--host", self.docker_socket(host),
+            "--data-root", str(home / "d"),
+            "--exec-root", str(home / "x"),
+            "--pidfile", str(self.dockerd_pidfile(host)),
+            "--config-file", str(home / "daemon.json"),
+            # no docker0 on 172.17/16, no NAT rules: nothing may leave loopback
+            "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+            # vfs: no overlay mounts to leak under root; the image is empty dirs anyway
+            "--storage-driver=vfs",
+            "--cgroup-parent", self.docker_cgroup_parent(host),
+            "--shutdown-timeout", "2",
+            "--log-level", "warn",
+        ]  # fmt: skip
+
+    def start_domains(self, host: str) -> None:
+        """Start the host's domains that are not running (what nova would do)."""
+        self._ensure_domain(host)
+
     def _import_image(self, host: str) -> None:
         # procs.run takes text input; the tar goes through a file argument instead
         self.docker(host, "image", "import", str(self.root / "image.tar"), IMAGE, timeout=30)
 
     def _docker_answers(self, host: str, pid: int) -> tuple[bool, str]:
         if not alive(pid):
-            log = self._dir(host) / "log" / "dockerd.log"
-            raise LabError(f"dockerd exited: {_last_line(log)}")
+            # done, but failed: waiting longer cannot help
+            return True, f"dockerd exited: {_last_line(self._dir(host) / 'log' / 'dockerd.log')}"
         result = self.docker_raw(host, "version", "--format", "{{.Server.Version}}", timeout=5)
         return result.returncode == 0, (result.stdout or result.stderr).strip()
 
@@ -707,6 +719,10 @@ cgroup_controllers = [ ]
             raise LabError(seen)
 
     def _container_log_tail(self, host: str) -> str:
+        # libvirtd logs to a file, so its last words are there, not in docker logs
+        log = self._dir(host) / "log" / "libvirt" / "libvirtd.log"
+        if log.exists():
+            return f"libvirtd.log: {_last_line(log)}"
         result = self.docker_raw(host, "logs", "--tail", "3", CONTAINER, timeout=5)
         lines = (result.stdout + result.stderr).strip().splitlines()
         return lines[-1] if lines else "no output"
@@ -790,7 +806,10 @@ cgroup_controllers = [ ]
         component = f"libvirt/{h.name}"
         pid = self._dockerd_pid(h.name)
         if pid is None:
-            return Check(component, False, "dockerd not running")
+            # qemu of a "right" host outlives its dockerd: worth knowing when this fails
+            vms = [qemu_pid_by_uuid(u) for u in sorted(self._lab_uuids(h.name))]
+            survivors = [p for p in vms if p]
+            return Check(component, False, f"dockerd not running; qemu alive: {survivors}")
         try:
             running, state = self._container_state(h.name)
         except LabError as exc:
@@ -872,7 +891,9 @@ cgroup_controllers = [ ]
 
     def down(self, daemons: list[Daemon]) -> None:
         problems = self._parallel(lambda h: self._down_host(h, daemons))
-        leftover = stop(self._lab_pids(), timeout=5)
+        # the lab is being destroyed: no need to give stragglers (shims ignore SIGTERM)
+        # long to exit cleanly
+        leftover = stop(self._lab_pids(), timeout=1)
         if leftover:
             problems.append(f"processes still alive: {leftover}")
         problems += self._unmount_all()
@@ -893,7 +914,7 @@ cgroup_controllers = [ ]
                     with_libvirt(
                         self.libvirt_uri(h.name),
                         lambda conn: [d.destroy() for d in conn.listAllDomains(1)],
-                        timeout=5,
+                        timeout=3,
                         what="destroy domains",
                     )
             with contextlib.suppress(LabError):

@@ -42,7 +42,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
                 "target": target(host.address),
                 "datadir": str(galera.datadir(host.name)),
                 "config": str(galera.config_file(host.name)),
-                "pidfile": str(galera.pidfile(host.name)),
+                "pidfile": str(galera.pid_file(host.name)),
                 "start": shlex.join(galera.node_argv(host.name)),
             },
             "rabbitmq": {
@@ -63,7 +63,8 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
             "address": address,
             "ssh": ssh,
             "docker": {"socket": compute.docker_socket(name),
-                       "pidfile": str(compute.dockerd_pidfile(name))},
+                       "pidfile": str(compute.dockerd_pidfile(name)),
+                       "start": "exec " + shlex.join(compute.dockerd_argv(name))},
             "libvirt": {"uri": compute.libvirt_uri(name),
                         "container": f"docker://{name}/{compute.container_name(name)}"},
             "expect_vms": "survive" if mode == "right" else "die",

@@ -165,6 +165,9 @@ class Lab:
                 self._down_all(components, self._state)
                 self._clear()
                 raise
+            # helpers that ran during up and ended on purpose (the Galera template node)
+            # are not part of the running lab; every component checked its own health
+            self._state["daemons"] = [d for d in self._state["daemons"] if procs.alive(d["pid"])]
             self._state["phase"] = "up"
             self._state["up_seconds"] = round(time.monotonic() - start, 2)
             self._write_state()

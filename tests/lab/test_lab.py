@@ -15,12 +15,12 @@ from pathlib import Path
 import pika
 import pymysql
 import pytest
-from chaos.lab.compute import ComputeLab, domains
-from fabric import Connection
 
 from chaos import inventory
 from chaos.lab import procs
+from chaos.lab.compute import ComputeLab, domains
 from chaos.lab.lab import COMPUTES, CONTROLLERS, Lab
+from chaos.targets import host_target
 from chaos.wait import wait_for
 
 
@@ -151,13 +151,10 @@ def test_a_quorum_queue_message_published_on_one_node_is_consumed_on_another(lab
 def test_ssh_reaches_every_host_with_the_lab_key(lab: Lab) -> None:
     site = inventory.load(lab.inventory_file)
     for host in [*site.controllers, *site.computes]:
-        assert host.ssh is not None
-        with Connection(host.address, user=host.ssh.user, port=host.ssh.port,
-                        connect_timeout=5,
-                        connect_kwargs={"key_filename": str(host.ssh.key_file),
-                                        "look_for_keys": False, "allow_agent": False}) as conn:
-            result = conn.run("echo $SSH_CONNECTION", hide=True, timeout=10)
-        assert result.stdout.split()[2] == host.address
+        target = host_target(site, host.name)
+        assert target.url == f"ssh://root@{host.address}:2222"
+        # the server saw the connection arrive on the host's own address
+        assert target.check("echo $SSH_CONNECTION", timeout=10).split()[2] == host.address
 
 
 @pytest.mark.parametrize(("host", "survives"), [("cmp1", True), ("cmp2", False)])
