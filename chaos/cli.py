@@ -119,6 +119,31 @@ def _heal(args: argparse.Namespace) -> int:
     return EXIT_VERDICT if errors else EXIT_OK
 
 
+def _recover(args: argparse.Namespace) -> int:
+    import importlib
+
+    site, _ = _site(args)
+    module = importlib.import_module(f"recovery.{args.procedure}")
+    observation = module.observe(site)
+    the_plan = module.plan(site, observation, force_node=args.node)
+    print(the_plan.render())
+    if the_plan.refused:
+        return EXIT_VERDICT
+    if args.dry_run:
+        print("dry run: nothing was changed")
+        return EXIT_OK
+    if not the_plan.steps:
+        return EXIT_OK
+    started = time.monotonic()
+
+    def show(step: object) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {getattr(step, 'effect', step)}", flush=True)
+
+    module.execute(site, the_plan, confirm=show)
+    print(f"recovered in {time.monotonic() - started:.1f}s")
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     import pytest
 
@@ -173,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("--allow-quorum-loss", action="store_true",
                        help="allow taking a majority of a cluster (or every controller) down")
 
+    recover = sub.add_parser("recover", help="run a recovery procedure")
+    recover.add_argument("procedure", choices=["galera", "rabbitmq", "libvirt"])
+    recover.add_argument("--node", help="force this node (bootstrap node for galera)")
+    recover.add_argument("--dry-run", action="store_true",
+                         help="print the plan (positions, choice, steps) and change nothing")
+    recover.add_argument("--inventory", help="site inventory (default: the running lab's)")
+
     heal = sub.add_parser("heal", help="revert every fault left open in the ledger")
     heal.add_argument("--inventory", help="site inventory (default: the running lab's)")
     return parser
@@ -194,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fault(args)
         if args.command == "heal":
             return _heal(args)
+        if args.command == "recover":
+            return _recover(args)
     except ConfigError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return exc.exit_code

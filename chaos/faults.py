@@ -20,7 +20,7 @@ from typing import Any, Literal
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
 from chaos.ledger import Ledger
-from chaos.steps import Step
+from chaos.steps import Step, start_unless_running
 from chaos.targets import host_target
 from chaos.targets.base import quote
 
@@ -29,9 +29,6 @@ Kind = Literal["kill", "freeze", "partition", "power-off", "wipe", "kill-contain
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 SERVICES = ("galera", "rabbitmq", "libvirt", "docker")
 
-# is a PID alive and not a zombie (PID 1 here may never reap killed orphans)
-ALIVE = "alive() { s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1); " \
-        "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; "
 GALERA_PORTS = "4567,4568,4444"
 RABBIT_PORTS = "25672,4369"
 FILL_MAX_MIB = 1024
@@ -107,11 +104,12 @@ def _kill_steps(proc: _Proc, host: str, sig: str = "KILL") -> Step:
                 f"{proc.cluster} on {host} is gone (SIG{sig})")
 
 
+def restart_log(pidfile: str) -> str:
+    return pidfile.rsplit("/", 1)[0] + "/chaos-restart.log"
+
+
 def _start_step(proc: _Proc, host: str) -> Step:
-    log = proc.pidfile.rsplit("/", 1)[0] + "/chaos-restart.log"
-    inner = quote("exec >>%s 2>&1 </dev/null; ", log) + proc.start
-    command = (ALIVE + quote("if pid=$(cat %s 2>/dev/null) && alive \"$pid\"; then :; "
-                             "else setsid -f sh -c %s; fi", proc.pidfile, inner))
+    command = start_unless_running(proc.pidfile, proc.start, restart_log(proc.pidfile))
     return Step(proc.target, command, f"{proc.cluster} on {host} is started again", timeout=30)
 
 

@@ -33,7 +33,8 @@ def resolve_inventory(explicit: str | None, *, use_lab: bool) -> Path:
     from chaos.lab.lab import Lab
 
     lab = Lab()
-    if not lab.is_running():
+    # a lab with faults in it is still the site to act on: only its absence matters
+    if not lab.inventory_file.is_file():
         raise EnvironmentProblem(
             f"no inventory given and no running lab at {lab.root}; "
             "pass --inventory FILE or run 'chaos lab up'"

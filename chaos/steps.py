@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from chaos.targets import CommandResult, for_url
+from chaos.targets.base import quote
 
 if TYPE_CHECKING:
     from chaos.inventory import Site
@@ -22,9 +23,15 @@ class Step:
     effect: str  # what should be true afterwards, in an operator's words
     timeout: float = 30.0
     must_succeed: bool = True
+    # a condition the procedure waits for after the command, e.g. "synced:ctl2"
+    wait: str | None = None
+    wait_timeout: float = 90.0
 
     def describe(self) -> str:
-        return f"[{self.target}] {self.command}\n    expect: {self.effect}"
+        text = f"[{self.target}] {self.command}\n    expect: {self.effect}"
+        if self.wait:
+            text += f" (then wait for {self.wait}, up to {self.wait_timeout:.0f}s)"
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,3 +43,20 @@ class Step:
     def execute(self, site: Site | None) -> CommandResult:
         result = for_url(self.target, site).run(self.command, timeout=self.timeout)
         return result.check() if self.must_succeed else result
+
+
+# is a PID alive and not a zombie (PID 1 here may never reap killed orphans)
+ALIVE = ("alive() { s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1); "
+         "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; ")
+
+
+def detached(command: str, log: str) -> str:
+    """A shell command that starts ``command`` in its own session, output to ``log``,
+    and returns at once (the daemon outlives the ssh session or the harness)."""
+    return quote("setsid -f sh -c %s", quote("exec >>%s 2>&1 </dev/null; ", log) + command)
+
+
+def start_unless_running(pidfile: str, command: str, log: str) -> str:
+    """Start ``command`` detached unless the process in ``pidfile`` is alive: idempotent."""
+    return (ALIVE + quote("if pid=$(cat %s 2>/dev/null) && alive \"$pid\"; then :; else ", pidfile)
+            + detached(command, log) + "; fi")

@@ -1,7 +1,10 @@
 """Three real MariaDB Galera nodes, each on its own loopback address.
 
-How ``up`` gets to three Synced nodes fast (measured: 5.5-6.8 s on 2 cores)
----------------------------------------------------------------------------
+How ``up`` gets to three Synced nodes fast
+------------------------------------------
+Measured on the 2-core VM: 4.9-7.1 s when quiet (typically ~5.5 s), 7.9-9.2 s with both
+cores kept busy by two shell loops.
+
 1. ``mariadb-install-db`` runs once, into a template data directory (~0.5 s).
 2. The template is started once as a one-node cluster (``--wsrep-new-cluster``) and shut
    down cleanly (~0.3 s). That gives it a fresh random cluster UUID, and -- the part that
@@ -22,6 +25,15 @@ How ``up`` gets to three Synced nodes fast (measured: 5.5-6.8 s on 2 cores)
 
 ``--wsrep-sst-method=skip`` for the joiners was tried and hangs them in "Joining:
 receiving State Transfer"; do not go there.
+
+The SQL account is created once all three are Synced, on the first node as root over
+its unix socket; account statements replicate to the others.
+
+``down`` stops the joiners first and the bootstrap node last, once it sees itself alone:
+the last node to leave is the one Galera marks ``safe_to_bootstrap: 1``. Stopped all at
+once, every node is left at 0 (and ``gvwstate.dat`` is removed by a clean shutdown, so
+pc.recovery does not apply either), which would make a restart of that data a recovery
+exercise rather than a start.
 
 Lab tuning (reports about this lab must say it is tuned)
 --------------------------------------------------------
@@ -276,6 +288,18 @@ def _log_tail(path: Path, lines: int = 3) -> str:
     return f"{path}: " + " | ".join(tail) if tail else f"{path}: (empty)"
 
 
+def _first_error(path: Path) -> str | None:
+    """The first "[ERROR]" line of a log, with the file name, or None."""
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if b"[ERROR]" in raw:
+                    return f"{path}: {raw.decode(errors='replace').strip()}"
+    except OSError:
+        return None
+    return None
+
+
 def _reachable_by(path: Path, uid: int, gid: int) -> bool:
     """Whether a process with uid/gid may traverse every directory down to ``path``."""
     for folder in [*reversed(path.parents), path]:
@@ -394,6 +418,7 @@ class GaleraLab:
         problems = self.preflight()
         if problems:
             raise LabError(problems[0])
+        self._daemons = {}
         account = pwd.getpwnam(OS_USER)
         self._prepare_dirs(account.pw_uid, account.pw_gid)
         template = self._make_template(register, account.pw_uid, account.pw_gid)
@@ -490,6 +515,7 @@ class GaleraLab:
             return state.healthy, state.describe()
 
         self._wait(synced, "template", log, what="template node Synced", timeout=30)
+        del self._daemons["template"]  # its exit from here on is intended
         if procs.stop([daemon.pid], timeout=STOP_TIMEOUT):
             raise LabError(f"galera: template mariadbd did not stop; {_log_tail(log)}")
         grastate = (data / "grastate.dat").read_text()
@@ -509,9 +535,20 @@ class GaleraLab:
         self._daemons[node] = daemon
         return daemon
 
-    def _dead(self, node: str) -> bool:
-        daemon = self._daemons.get(node)
-        return daemon is not None and not procs.alive(daemon.pid)
+    def _first_dead(self) -> str | None:
+        """The first started process that should be running and is not, or is dying:
+        a node that gave up late in its start (after its state transfer) logs
+        "Aborting" and then takes ~20 s more to close its group connection."""
+        for name, daemon in self._daemons.items():
+            if not procs.alive(daemon.pid):
+                return name
+            try:
+                log = Path(daemon.log).read_bytes()
+            except OSError:
+                continue
+            if b"[ERROR] Aborting" in log:
+                return name
+        return None
 
     def _wait(
         self,
@@ -522,10 +559,12 @@ class GaleraLab:
         what: str,
         timeout: float,
     ) -> str:
-        """wait_for that gives up at once, with the log tail, if the node's process died."""
+        """wait_for that gives up at once, with that node's log tail, if any process we
+        started has died: a joiner that failed to start would otherwise only show as a
+        timeout of some other node's wait."""
 
         def poll() -> tuple[bool, str]:
-            if self._dead(node):
+            if self._first_dead():
                 return True, "process exited"
             return check()
 
@@ -533,8 +572,14 @@ class GaleraLab:
             seen = wait_for(poll, what=what, timeout=timeout, interval=0.1)
         except ProbeTimeout as exc:
             raise LabError(f"galera: {exc}; {_log_tail(log)}") from exc
-        if self._dead(node):
-            raise LabError(f"galera: {node} exited while waiting for {what}; {_log_tail(log)}")
+        dead = self._first_dead()
+        if dead:
+            # the first error explains; what follows an abort is mostly its echo
+            dead_log = self.root / dead / "mysqld.log"
+            raise LabError(
+                f"galera: {dead} exited while waiting for {what}; "
+                f"{_first_error(dead_log) or _log_tail(dead_log)}"
+            )
         return seen
 
     def _wait_synced(self, node: str, timeout: float = UP_TIMEOUT) -> None:

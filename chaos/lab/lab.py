@@ -133,7 +133,7 @@ class Lab:
         state = self.read_state()
         if not state or state.get("phase") != "up":
             return False
-        return all(procs.alive(d.pid) for d in self.daemons(state))
+        return all(d.alive() for d in self.daemons(state))
 
     # -- up / down / status -----------------------------------------------------------
 
@@ -142,7 +142,7 @@ class Lab:
         with self._locked():
             state = self.read_state()
             if state is not None:
-                dead = [d.name for d in self.daemons(state) if not procs.alive(d.pid)]
+                dead = [d.name for d in self.daemons(state) if not d.alive()]
                 if state.get("phase") == "up" and not dead:
                     return UpResult(True, time.monotonic() - start, self.inventory_file)
                 why = f"{len(dead)} lab processes gone" if dead else "an 'up' never finished"
@@ -202,7 +202,7 @@ class Lab:
                 component.down(self.daemons(state, component.name))
             except HarnessError as exc:
                 errors.append(f"{component.name}: {exc}")
-        left = [d.name for d in self.daemons(state) if any(procs.alive(p) for p in d.pids())]
+        left = [d.name for d in self.daemons(state) if d.alive()]
         if left:
             errors.append(f"still running: {', '.join(left)}")
         if errors:
@@ -225,7 +225,7 @@ class Lab:
         checks = []
         if state.get("phase") != "up":
             checks.append(Check("lab", False, "an 'up' never finished; run 'chaos lab down'"))
-        dead = [d.name for d in self.daemons(state) if not procs.alive(d.pid)]
+        dead = [d.name for d in self.daemons(state) if not d.alive()]
         checks.append(Check("processes", not dead,
                             f"dead: {', '.join(dead)}" if dead
                             else f"{len(self.daemons(state))} lab processes alive"))

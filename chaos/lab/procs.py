@@ -39,6 +39,11 @@ class Daemon:
     def from_json(cls, data: Mapping[str, Any]) -> Daemon:
         return cls(**data)
 
+    def alive(self) -> bool:
+        """Alive as launched, or restarted since (by a fault's revert or a recovery)
+        under the PID its pidfile now names."""
+        return any(alive(p) for p in self.pids())
+
     def pids(self) -> list[int]:
         """The launched PID and, when known, the real daemon PID."""
         found = [self.pid]

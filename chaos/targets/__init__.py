@@ -9,6 +9,7 @@ socket of a host.
     docker://cmp1/libvirt             container "libvirt" on host cmp1's docker daemon
     k8s://openstack/mariadb-0/mariadb pod (and container) in a namespace
     k8s://openstack/?selector=app=mariadb,node=ctl1&container=mariadb
+    galera://ctl1                     an SQL session on host ctl1's Galera node
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BACKENDS = {
     "ssh": "chaos.targets.ssh:SshTarget",
     "docker": "chaos.targets.docker:DockerTarget",
     "k8s": "chaos.targets.k8s:K8sTarget",
+    "galera": "chaos.targets.sql:SqlTarget",
 }
 
 __all__ = ["CommandResult", "Target", "TargetError", "TargetUnreachable", "backend", "for_url",
@@ -78,4 +80,16 @@ def for_url(url: str, site: Site | None = None) -> Target:
         socket = (host.docker.socket if isinstance(host, Compute) and host.docker
                   else "unix:///var/run/docker.sock")
         return cls(url, via=host_target(site, host_name), socket=socket)  # type: ignore[call-arg]
+    if scheme == "galera":
+        from chaos.inventory import Controller
+        from chaos.targets.sql import parse_node
+
+        if site is None:
+            raise ConfigError(f"{url}: an SQL target needs the site's inventory")
+        host = site.host(parse_node(url))
+        if not isinstance(host, Controller) or host.galera is None:
+            raise ConfigError(f"{url}: host {host.name} runs no Galera node")
+        return cls(url, host=host.address, port=host.galera.port,  # type: ignore[call-arg]
+                   user=site.credentials.db.user,
+                   password=site.credentials.db.password.reveal())
     return cls(url)

@@ -74,7 +74,3 @@ class Target(ABC):
     def read_file(self, path: str, *, timeout: float = 15.0) -> str:
         return self.check("cat %s", path, timeout=timeout)
 
-    def spawn(self, command: str, *, log: str, timeout: float = 15.0) -> CommandResult:
-        """Start a long-running command detached from this connection, output to ``log``."""
-        inner = quote("exec >>%s 2>&1 </dev/null; ", log) + command
-        return self.run("setsid -f sh -c %s", inner, timeout=timeout)

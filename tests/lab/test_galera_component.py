@@ -21,6 +21,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from chaos.errors import LabError
 from chaos.lab import procs
 from chaos.lab.galera import GALERA_LIB, MARIADBD, GaleraLab, probe
 from chaos.lab.model import Host, LabSecrets
@@ -128,6 +129,40 @@ def test_preflight_reports_root_mysql_cannot_enter(tmp_path: Path) -> None:
     hosts = [Host("p1", "127.0.1.14")]
     lab = GaleraLab(closed / "galera", hosts, LabSecrets("u", "p", "u", "p", "c"))
     assert any("cannot reach" in p for p in lab.preflight())
+
+
+class _BrokenJoiner(GaleraLab):
+    """ctl2 gets an option mariadbd refuses, so it exits right after start."""
+
+    def config_text(self, node: str) -> str:
+        text = super().config_text(node)
+        return text + "no-such-option-for-the-test = 1\n" if node == "p2" else text
+
+
+def test_up_fails_fast_naming_the_dead_node_and_its_log(tmp_path: Path) -> None:
+    if _machine_fit():
+        pytest.skip(str(_machine_fit()))
+    root = Path(tempfile.mkdtemp(prefix="chaos-galera-test-", dir="/tmp"))
+    root.chmod(0o755)
+    hosts = [Host("p1", "127.0.1.14"), Host("p2", "127.0.1.15"), Host("p3", "127.0.1.16")]
+    lab = _BrokenJoiner(root / "galera", hosts, LabSecrets("u", "p", "u", "p", "c"))
+    daemons: list[Daemon] = []
+    started = time.monotonic()
+    try:
+        with pytest.raises(LabError) as caught:
+            lab.up(daemons.append)
+        elapsed = time.monotonic() - started
+    finally:
+        lab.down(daemons)
+    message = str(caught.value)
+    assert "p2 exited" in message
+    assert str(lab.log_file("p2")) in message
+    assert "no-such-option-for-the-test" in message  # the tail says why
+    assert "\n" not in message
+    assert elapsed < 15, f"a dead joiner took {elapsed:.1f}s to notice"
+    assert "galera-p2" in [d.name for d in daemons]  # registered, so it could be stopped
+    assert _pids_of_root(root) == []
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_up_is_fast_and_status_all_ok(running: Running) -> None:
