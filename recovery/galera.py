@@ -28,6 +28,7 @@ import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from chaos import probes
@@ -348,8 +349,7 @@ def execute(site: Site, plan_: Plan, *, journal: Any = None, confirm: Any = None
         try:
             step.execute(site)
             if step.wait:
-                condition = step.wait
-                wait_for(lambda: _condition(site, condition), what=condition,
+                wait_for(partial(_condition, site, step.wait), what=step.wait,
                          timeout=step.wait_timeout, interval=0.3)
         except HarnessError as exc:
             event("recovery.failed", error=str(exc))

@@ -79,6 +79,7 @@ def running() -> Iterator[Running]:
     lab = GaleraLab(root / "galera", NODES, secrets)
     problems = lab.preflight()
     if problems:
+        shutil.rmtree(root)
         pytest.fail("preflight: " + "; ".join(problems))
     daemons: list[Daemon] = []
     started = time.monotonic()
@@ -153,13 +154,16 @@ def test_up_fails_fast_naming_the_dead_node_and_its_log(tmp_path: Path) -> None:
             lab.up(daemons.append)
         elapsed = time.monotonic() - started
     finally:
+        stopping = time.monotonic()
         lab.down(daemons)
+        down_seconds = time.monotonic() - stopping
     message = str(caught.value)
     assert "p2 exited" in message
     assert str(lab.log_file("p2")) in message
     assert "no-such-option-for-the-test" in message  # the tail says why
     assert "\n" not in message
     assert elapsed < 15, f"a dead joiner took {elapsed:.1f}s to notice"
+    assert down_seconds < 5, f"down took {down_seconds:.1f}s with an aborting node"
     assert "galera-p2" in [d.name for d in daemons]  # registered, so it could be stopped
     assert _pids_of_root(root) == []
     shutil.rmtree(root, ignore_errors=True)
