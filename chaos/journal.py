@@ -45,3 +45,27 @@ class Journal:
             return None
         end = self.first(healthy, after=start)
         return None if end is None else round(end - start, 3)
+
+    def properties(self) -> dict[str, object]:
+        """Figures for JUnit properties: MTTR, downtime and the oracles' counts."""
+        props: dict[str, object] = {}
+        mttr = self.mttr(healthy="quorum")
+        if mttr is not None:
+            props["mttr_seconds"] = mttr
+        start = self.first("fault.inject")
+        degraded = self.first("degraded", after=start or 0.0) if start else None
+        back = self.first("quorum", after=degraded or 0.0) if degraded else None
+        if degraded is not None and back is not None:
+            props["downtime_seconds"] = round(back - degraded, 3)
+        for entry in self.events:
+            if entry["event"] == "oracle.galera":
+                props["lost_writes"] = sum(entry["lost"].values())
+                props["unknown_writes"] = entry["unknown"]
+                props["acknowledged_writes"] = entry["acknowledged"]
+            elif entry["event"] == "oracle.rabbitmq":
+                props["lost_messages"] = entry["lost"]
+                props["confirmed_messages"] = entry["confirmed"]
+            elif entry["event"] == "oracle.vms":
+                props["vms_survived"] = len(entry["survived"])
+                props["vms_died"] = len(entry["died"]) + len(entry["restarted"])
+        return props

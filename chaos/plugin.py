@@ -8,16 +8,25 @@ the environment, then the ini file):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chaos import inventory as inv
 from chaos.errors import EXIT_UNREACHABLE, ConfigError, EnvironmentProblem, HarnessError
+from chaos.faults import Faults, heal, sigterm_raises
 from chaos.inventory import Site
+from chaos.journal import Journal
+from chaos.ledger import Ledger
+from chaos.workload import GaleraVerdict, GaleraWriter, RabbitPublisher, RabbitVerdict
 
 INVENTORY_KEY = pytest.StashKey[Path | None]()
+REPORT_KEY = pytest.StashKey[Path | None]()
+OPEN_FAULTS_KEY = pytest.StashKey[list[Faults]]()
 
 
 def resolve_inventory(explicit: str | None, *, use_lab: bool) -> Path:
@@ -48,6 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="site inventory YAML (env CHAOS_INVENTORY; ini chaos_inventory)")
     group.addoption("--lab", action="store_true", default=False,
                     help="run against the running local lab")
+    group.addoption("--chaos-report-dir", action="store", default=None,
+                    help="write the run's JSON journal here (chaos run sets it)")
     parser.addini("chaos_inventory", "default site inventory file", default="")
 
 
@@ -59,6 +70,16 @@ def pytest_configure(config: pytest.Config) -> None:
         "of each cluster the scenario may take down at once")
     explicit = config.getoption("--inventory") or config.getini("chaos_inventory") or None
     config.stash[INVENTORY_KEY] = Path(explicit) if explicit else None
+    report = config.getoption("--chaos-report-dir")
+    config.stash[REPORT_KEY] = Path(report) if report else None
+    config.stash[OPEN_FAULTS_KEY] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The last guard: whatever ended the run (Ctrl-C included), revert what is open."""
+    for faults in session.config.stash.get(OPEN_FAULTS_KEY, []):
+        with contextlib.suppress(HarnessError):
+            faults.revert_all()
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +94,142 @@ def site(pytestconfig: pytest.Config) -> Site:
         pytest.exit(str(exc), returncode=2)
     except HarnessError as exc:
         pytest.exit(str(exc), returncode=EXIT_UNREACHABLE)
+
+
+@pytest.fixture(scope="session")
+def site_path(site: Site, pytestconfig: pytest.Config) -> str:
+    explicit = pytestconfig.stash[INVENTORY_KEY]
+    return str(resolve_inventory(str(explicit) if explicit else None,
+                                 use_lab=bool(pytestconfig.getoption("--lab"))).resolve())
+
+
+@pytest.fixture(scope="session", autouse=False)
+def healed_ledger(site: Site) -> None:
+    """Faults a killed earlier run left open are reverted before anything else runs."""
+    _healed, errors = heal(lambda path: inv.load(path) if path else site, Ledger())
+    if errors:
+        pytest.exit("open faults from an earlier run could not be reverted: "
+                    + "; ".join(errors), returncode=EXIT_UNREACHABLE)
+
+
+@pytest.fixture
+def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
+    """This scenario's events; appended to the run's journal.jsonl when reporting."""
+    report: Path | None = request.config.stash[REPORT_KEY]
+    path = report / "journal.jsonl" if report else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(path, scenario=request.node.nodeid)
+    journal.event("scenario.start")
+    yield journal
+    journal.event("scenario.end")
+    for key, value in journal.properties().items():
+        request.node.user_properties.append((key, value))
+
+
+@pytest.fixture
+def faults(request: pytest.FixtureRequest, site: Site, site_path: str, journal: Journal,
+           healed_ledger: None) -> Iterator[Faults]:
+    """Inject faults through this; every one still open is reverted when the scenario
+    ends — passed, failed, raised, interrupted or terminated."""
+    marker = request.node.get_closest_marker("blast_radius")
+    allowed = {k: int(v) for k, v in (marker.kwargs if marker else {}).items()}
+    registry = request.config.stash[OPEN_FAULTS_KEY]
+    with sigterm_raises(), Faults(site, inventory_path=site_path, allowed=allowed,
+                                  journal=journal) as active:
+        registry.append(active)
+        try:
+            yield active
+        finally:
+            registry.remove(active)
+
+
+class Workload:
+    """Background writers and the data-loss oracle, for one scenario."""
+
+    def __init__(self, site: Site, journal: Journal) -> None:
+        self.site = site
+        self.journal = journal
+        self.writer: GaleraWriter | None = None
+        self.publisher: RabbitPublisher | None = None
+
+    @contextlib.contextmanager
+    def running(self, *, galera: bool = True, rabbitmq: bool = True) -> Iterator[Workload]:
+        self.writer = GaleraWriter(self.site) if galera else None
+        self.publisher = RabbitPublisher(self.site) if rabbitmq else None
+        started = [w for w in (self.writer, self.publisher) if w is not None]
+        try:
+            for w in started:
+                w.start()
+            self.journal.event("workload.start", galera=galera, rabbitmq=rabbitmq)
+            time.sleep(0.5)  # something acknowledged before the fault
+            yield self
+        finally:
+            for w in started:
+                w.stop()
+            self.journal.event("workload.stop")
+
+    def galera_verdict(self) -> GaleraVerdict:
+        assert self.writer is not None, "the Galera writer did not run"
+        verdict = self.writer.verdict()
+        self.journal.event("oracle.galera", acknowledged=verdict.acknowledged,
+                           unknown=verdict.unknown, lost=verdict.lost,
+                           duplicated=verdict.duplicated, phantom=verdict.phantom,
+                           unreadable=verdict.unreadable)
+        return verdict
+
+    def rabbit_verdict(self) -> RabbitVerdict:
+        assert self.publisher is not None, "the RabbitMQ publisher did not run"
+        try:
+            verdict = self.publisher.verdict()
+        finally:
+            self.publisher.delete_queue()
+        self.journal.event("oracle.rabbitmq", confirmed=verdict.confirmed,
+                           unknown=verdict.unknown, lost=verdict.lost,
+                           duplicated=verdict.duplicated, phantom=verdict.phantom)
+        return verdict
+
+    def assert_nothing_lost(self) -> None:
+        """Every acknowledged write on every Galera node; every confirmed message there."""
+        __tracebackhide__ = True
+        problems = []
+        if self.writer is not None:
+            g = self.galera_verdict()
+            assert g.acknowledged > 0, "the Galera writer got no acknowledgement at all"
+            if not g.ok:
+                problems.append(g.summary() + f"; first lost ids {g.lost_ids}")
+        if self.publisher is not None:
+            r = self.rabbit_verdict()
+            assert r.confirmed > 0, "the publisher got no confirm at all"
+            if not r.ok:
+                problems.append(r.summary() + f"; first lost ids {r.lost_ids}")
+        assert not problems, "DATA LOST: " + " | ".join(problems)
+
+
+@pytest.fixture
+def workload(site: Site, journal: Journal) -> Workload:
+    return Workload(site, journal)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``controller`` and ``compute`` parameters range over the site's hosts, so one
+    scenario runs on every node of whatever site it is pointed at."""
+    wanted = [n for n in ("controller", "compute") if n in metafunc.fixturenames]
+    if not wanted:
+        return
+    config = metafunc.config
+    explicit = config.stash[INVENTORY_KEY]
+    try:
+        site = inv.load(resolve_inventory(str(explicit) if explicit else None,
+                                          use_lab=bool(config.getoption("--lab"))))
+    except HarnessError:
+        # no site: the session fixture will say so once, with the right exit code
+        for name in wanted:
+            metafunc.parametrize(name, ["(no site)"])
+        return
+    if "controller" in wanted:
+        names = [c.name for c in site.controllers if c.galera or c.rabbitmq]
+        metafunc.parametrize("controller", names)
+    if "compute" in wanted:
+        names = [c.name for c in site.computes if c.libvirt]
+        metafunc.parametrize("compute", names)

@@ -126,6 +126,8 @@ class GaleraWriter:
         self.max_ops = max_ops
         self.max_seconds = max_seconds
         self.ledger = Ledger()
+        # every writer tags its rows, so runs sharing the table never see each other's
+        self.run = uuid.uuid4().hex[:12]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -137,8 +139,9 @@ class GaleraWriter:
                 with _connect(ep, self.user, self.password) as conn, conn.cursor() as cur:
                     cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
                     cur.execute(f"CREATE TABLE IF NOT EXISTS {DB}.{self.table} ("
-                                "pk BIGINT AUTO_INCREMENT PRIMARY KEY, op_id CHAR(32) NOT NULL, "
-                                "via VARCHAR(32) NOT NULL, at DOUBLE NOT NULL, KEY (op_id))")
+                                "pk BIGINT AUTO_INCREMENT PRIMARY KEY, run CHAR(12) NOT NULL, "
+                                "op_id CHAR(32) NOT NULL, via VARCHAR(32) NOT NULL, "
+                                "at DOUBLE NOT NULL, KEY (run, op_id))")
                 return
             except pymysql.MySQLError as exc:
                 errors.append(f"{ep.name}: {exc}")
@@ -164,8 +167,8 @@ class GaleraWriter:
                 self.ledger.attempts += 1
             try:
                 with conn.cursor() as cur:
-                    cur.execute(f"INSERT INTO {DB}.{self.table} (op_id, via, at) "
-                                "VALUES (%s, %s, %s)", (op, ep.name, time.time()))
+                    cur.execute(f"INSERT INTO {DB}.{self.table} (run, op_id, via, at) "
+                                "VALUES (%s, %s, %s, %s)", (self.run, op, ep.name, time.time()))
                 with self.ledger.lock:
                     self.ledger.acked.add(op)
             except pymysql.err.OperationalError as exc:
@@ -210,7 +213,8 @@ class GaleraWriter:
         for ep in self.endpoints:
             try:
                 with _connect(ep, self.user, self.password) as conn, conn.cursor() as cur:
-                    cur.execute(f"SELECT op_id FROM {DB}.{self.table}")
+                    cur.execute(f"SELECT op_id FROM {DB}.{self.table} WHERE run = %s",
+                                (self.run,))
                     counts = Counter(row[0] for row in cur.fetchall())
             except pymysql.MySQLError as exc:
                 unreadable[ep.name] = str(exc)

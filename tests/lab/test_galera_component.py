@@ -163,7 +163,8 @@ def test_up_fails_fast_naming_the_dead_node_and_its_log(tmp_path: Path) -> None:
     assert "no-such-option-for-the-test" in message  # the tail says why
     assert "\n" not in message
     assert elapsed < 15, f"a dead joiner took {elapsed:.1f}s to notice"
-    assert down_seconds < 5, f"down took {down_seconds:.1f}s with an aborting node"
+    # 20 s (the full SIGTERM grace) if down() waited on the joiner stuck behind it
+    assert down_seconds < 10, f"down took {down_seconds:.1f}s with an aborting node"
     assert "galera-p2" in [d.name for d in daemons]  # registered, so it could be stopped
     assert _pids_of_root(root) == []
     shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""Galera failure drills. Each reads like its runbook: steady state, fault, expected
+effect, recovery, and the proof — quorum back, every acknowledged write on every node."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos import expect
+from chaos.faults import Faults
+from chaos.inventory import Site
+from chaos.journal import Journal
+from chaos.plugin import Workload
+from chaos.wait import wait_for
+from recovery import galera as recover_galera
+
+pytestmark = pytest.mark.destructive
+
+
+def galera_nodes(site: Site) -> list[str]:
+    return [c.name for c in site.controllers if c.galera]
+
+
+def writes_acknowledged(workload: Workload, more_than: int, timeout: float = 30) -> int:
+    """Wait until the writer has more acknowledged commits than ``more_than``."""
+    assert workload.writer is not None
+    writer = workload.writer
+    return wait_for(lambda: (len(writer.ledger.acked) > more_than, len(writer.ledger.acked)),
+                    what=f"more than {more_than} acknowledged writes", timeout=timeout)
+
+
+def test_kill_one_node_quorum_kept_node_back_by_ist(
+    site: Site, controller: str, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    expect.galera_healthy(site)
+    others = [n for n in galera_nodes(site) if n != controller]
+    with workload.running():
+        faults.add("kill", controller, "galera")
+        expect.galera_quorum(site, others, journal=journal)
+        writes_acknowledged(workload, len(workload.writer.ledger.acked) if workload.writer else 0)
+        plan = recover_galera.recover(site, journal=journal)
+        expect.galera_healthy(site, journal=journal)
+    assert plan.situation == "degraded"
+    assert any("joins by IST" in s.effect for s in plan.steps), plan.render()
+    workload.assert_nothing_lost()
+
+
+@pytest.mark.blast_radius(galera=2)
+def test_kill_two_nodes_survivor_non_primary_then_bootstrapped_in_place(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    first, second, survivor = galera_nodes(site)[:3]
+    expect.galera_healthy(site)
+    with workload.running():
+        faults.add("kill", first, "galera")
+        faults.add("kill", second, "galera")
+        expect.galera_non_primary(site, survivor, journal=journal)
+        plan = recover_galera.recover(site, journal=journal)
+        expect.galera_healthy(site, journal=journal)
+    assert plan.situation == "non-primary"
+    assert plan.bootstrap == survivor
+    workload.assert_nothing_lost()
+
+
+@pytest.mark.blast_radius(galera=3, controllers=3)
+def test_full_outage_bootstraps_from_the_most_advanced_node_not_ctl1(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    first, second, third = galera_nodes(site)[:3]
+    expect.galera_healthy(site)
+    with workload.running():
+        acked = writes_acknowledged(workload, 0)
+        # the first node dies while the others go on committing without it
+        faults.add("kill", first, "galera")
+        expect.galera_quorum(site, [second, third], journal=journal)
+        writes_acknowledged(workload, acked + 20)
+        faults.add("kill", second, "galera")
+        faults.add("kill", third, "galera")
+        observation = recover_galera.observe(site)
+        plan = recover_galera.plan(site, observation)
+        journal.event("recovery.plan", text=plan.render())
+        recover_galera.execute(site, plan, journal=journal)
+        expect.galera_healthy(site, journal=journal)
+    assert plan.situation == "full-outage", plan.render()
+    assert plan.bootstrap != first, plan.render()
+    positions = plan.positions
+    assert positions[first].seqno is not None and positions[plan.bootstrap or ""].seqno
+    assert positions[first].seqno < (positions[plan.bootstrap or ""].seqno or 0), plan.render()
+    workload.assert_nothing_lost()
+
+
+def test_partition_one_node_minority_non_primary_then_rejoins(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    isolated = galera_nodes(site)[-1]
+    others = [n for n in galera_nodes(site) if n != isolated]
+    expect.galera_healthy(site)
+    with workload.running():
+        cut = faults.add("partition", isolated, "galera")
+        expect.galera_non_primary(site, isolated, journal=journal)
+        expect.galera_quorum(site, others, journal=journal)
+        faults.revert(cut)
+        expect.galera_healthy(site, journal=journal)
+    workload.assert_nothing_lost()
+
+
+def test_freeze_node_past_failure_detector_evicted_then_rejoins(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    frozen = galera_nodes(site)[1]
+    others = [n for n in galera_nodes(site) if n != frozen]
+    expect.galera_healthy(site)
+    with workload.running():
+        fault = faults.add("freeze", frozen, "galera")
+        expect.galera_quorum(site, others, journal=journal)
+        faults.revert(fault)
+        expect.galera_healthy(site, journal=journal)
+    workload.assert_nothing_lost()
