@@ -18,7 +18,7 @@ from chaos.lab.rabbitmq import probe as _rabbit_probe
 from chaos.targets import host_target
 
 __all__ = ["DomainIdentity", "GaleraState", "GaleraView", "RabbitView", "domains", "galera",
-           "rabbitmq"]
+           "rabbitmq", "with_libvirt"]
 
 
 @dataclass(frozen=True)

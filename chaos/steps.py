@@ -57,6 +57,9 @@ def detached(command: str, log: str) -> str:
 
 
 def start_unless_running(pidfile: str, command: str, log: str) -> str:
-    """Start ``command`` detached unless the process in ``pidfile`` is alive: idempotent."""
-    return (ALIVE + quote("if pid=$(cat %s 2>/dev/null) && alive \"$pid\"; then :; else ", pidfile)
+    """Start ``command`` detached unless the process in ``pidfile`` is alive: idempotent.
+    A stale pidfile goes first: dockerd refuses to start while its old PID exists, and
+    a killed daemon never reaped by PID 1 exists as a zombie."""
+    return (ALIVE + quote("if pid=$(cat %s 2>/dev/null) && alive \"$pid\"; then :; "
+                          "else rm -f %s; ", pidfile, pidfile)
             + detached(command, log) + "; fi")

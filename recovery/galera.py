@@ -26,19 +26,20 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from chaos import probes
-from chaos.errors import ConfigError, HarnessError, RecoveryError
+from chaos.errors import ConfigError, HarnessError
 from chaos.faults import restart_log
 from chaos.inventory import Controller, Site
 from chaos.steps import ALIVE, Step, detached
 from chaos.targets import for_url
 from chaos.targets.base import quote
-from chaos.wait import wait_for
+from recovery.plan import Plan
+from recovery.plan import execute as run_plan
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 RECOVERED = re.compile(r"Recovered position:?\s+([0-9a-f-]{36}):(-?\d+)")
@@ -66,33 +67,18 @@ class Observation:
 
 
 @dataclass
-class Plan:
-    situation: str  # healthy | degraded | non-primary | full-outage
-    positions: dict[str, Position]
-    steps: list[Step] = field(default_factory=list)
-    bootstrap: str | None = None
-    why: str = ""
-    refused: str | None = None
-    notes: list[str] = field(default_factory=list)
+class GaleraPlan(Plan):
+    positions: dict[str, Position] = field(default_factory=dict)
 
-    def render(self) -> str:
-        lines = [f"situation: {self.situation}", "positions:",
+    def details(self) -> list[str]:
+        lines = ["positions:",
                  f"  {'node':<8} {'running':<8} {'uuid':<37} {'seqno':>7}  safe  source"]
         for p in self.positions.values():
             lines.append(f"  {p.node:<8} {'yes' if p.running else 'no':<8} {p.uuid or '?':<37} "
                          f"{'?' if p.seqno is None else p.seqno:>7}  "
                          f"{'-' if p.safe_to_bootstrap is None else int(p.safe_to_bootstrap):>4}"
                          f"  {p.source}")
-        if self.bootstrap:
-            lines.append(f"bootstrap node: {self.bootstrap} ({self.why})")
-        lines += [f"note: {n}" for n in self.notes]
-        if self.refused:
-            lines.append(f"REFUSED: {self.refused}")
-        elif not self.steps:
-            lines.append("nothing to do: the cluster is healthy")
-        for i, step in enumerate(self.steps, 1):
-            lines.append(f"step {i}: {step.describe()}")
-        return "\n".join(lines)
+        return lines
 
 
 def _nodes(site: Site) -> list[Controller]:
@@ -191,7 +177,7 @@ def _joiner_steps(nodes: dict[str, Controller], joiners: list[str],
     return steps
 
 
-def plan(site: Site, obs: Observation, *, force_node: str | None = None) -> Plan:
+def plan(site: Site, obs: Observation, *, force_node: str | None = None) -> GaleraPlan:
     nodes = {n.name: n for n in _nodes(site)}
     order = list(nodes)
     if force_node is not None and force_node not in nodes:
@@ -201,16 +187,16 @@ def plan(site: Site, obs: Observation, *, force_node: str | None = None) -> Plan
     positions = obs.positions
     missing_start = [n for n in order if states.get(n) is None and not nodes[n].galera.start]  # type: ignore[union-attr]
     if obs.view.healthy(len(order)):
-        return Plan("healthy", positions)
+        return GaleraPlan("galera", "healthy", positions=positions)
     if missing_start:
-        return Plan("unknown", positions, refused=(
+        return GaleraPlan("galera", "unknown", positions=positions, refused=(
             f"the inventory gives no start command for {', '.join(missing_start)}"))
     primaries = [n for n in order if (s := states.get(n)) is not None and s.status == "Primary"]
     if primaries:
         cluster_uuid = states[primaries[0]].cluster_uuid  # type: ignore[union-attr]
         down = [n for n in order if states.get(n) is None]
         stuck = [n for n in order if n not in primaries and n not in down]
-        result = Plan("degraded", positions)
+        result = GaleraPlan("galera", "degraded", positions=positions)
         if stuck:
             result.notes.append(f"{', '.join(stuck)} answer but are outside the Primary "
                                 "component; they normally rejoin by themselves once they "
@@ -222,7 +208,7 @@ def plan(site: Site, obs: Observation, *, force_node: str | None = None) -> Plan
 
     survivors = [n for n in order if states.get(n) is not None]
     if survivors:
-        result = Plan("non-primary", positions)
+        result = GaleraPlan("galera", "non-primary", positions=positions)
         best = force_node if force_node in survivors else max(
             survivors, key=lambda n: (states[n].last_committed, -order.index(n)))  # type: ignore[union-attr]
         best_seqno = states[best].last_committed  # type: ignore[union-attr]
@@ -252,7 +238,7 @@ def plan(site: Site, obs: Observation, *, force_node: str | None = None) -> Plan
         return result
 
     # full outage
-    result = Plan("full-outage", positions)
+    result = GaleraPlan("galera", "full-outage", positions=positions)
     known = [p for p in positions.values() if p.seqno is not None and not p.empty]
     unknown = [p.node for p in positions.values() if p.seqno is None]
     uuids = sorted({p.uuid for p in known if p.uuid})
@@ -331,35 +317,13 @@ def _condition(site: Site, condition: str) -> tuple[bool, str]:
     raise AssertionError(condition)
 
 
-def execute(site: Site, plan_: Plan, *, journal: Any = None, confirm: Any = None) -> None:
-    """Run the plan Step by Step, waiting where a Step says so; then require 3 Synced."""
-    if plan_.refused:
-        raise RecoveryError(f"galera: refused: {plan_.refused}")
-
-    def event(name: str, **data: Any) -> None:
-        if journal is not None:
-            journal.event(name, **data)
-
-    event("recovery.start", procedure="galera", situation=plan_.situation,
-          bootstrap=plan_.bootstrap)
-    for step in plan_.steps:
-        if confirm is not None:
-            confirm(step)
-        event("recovery.step", target=step.target, command=step.command, effect=step.effect)
-        try:
-            step.execute(site)
-            if step.wait:
-                wait_for(partial(_condition, site, step.wait), what=step.wait,
-                         timeout=step.wait_timeout, interval=0.3)
-        except HarnessError as exc:
-            event("recovery.failed", error=str(exc))
-            raise RecoveryError(f"galera: step failed: {step.effect}: {exc}") from exc
-    wait_for(lambda: _condition(site, "healthy:"), what="every Galera node Synced",
-             timeout=60, interval=0.3)
-    event("recovery.done", procedure="galera")
+def execute(site: Site, plan_: Plan, *, journal: Any = None,
+            confirm: Callable[[Step], None] | None = None) -> None:
+    """Run the plan, then require every node Primary and Synced."""
+    run_plan(site, plan_, _condition, final="healthy:", journal=journal, confirm=confirm)
 
 
-def recover(site: Site, *, force_node: str | None = None, journal: Any = None) -> Plan:
+def recover(site: Site, *, force_node: str | None = None, journal: Any = None) -> GaleraPlan:
     """Observe, plan and execute: the whole procedure, for scenarios."""
     started = time.monotonic()
     the_plan = plan(site, observe(site), force_node=force_node)

@@ -31,6 +31,7 @@ import errno
 import io
 import os
 import pwd
+import shlex
 import shutil
 import tarfile
 import threading
@@ -536,7 +537,7 @@ class ComputeLab:
         self._write_config(h)
         (home / "daemon.json").write_text("{}\n")  # never read /etc/docker/daemon.json
         daemon = spawn(f"dockerd-{h.name}", self.dockerd_argv(h.name),
-                       log=home / "log" / "dockerd.log")
+                       log=home / "log" / "dockerd.log", pidfile=self.dockerd_pidfile(h.name))
         register(daemon)
         seen = wait_for(
             lambda: self._docker_answers(h.name, daemon.pid),
@@ -594,6 +595,16 @@ class ComputeLab:
             "--shutdown-timeout", "2",
             "--log-level", "warn",
         ]  # fmt: skip
+
+    def dockerd_start_command(self, host: str) -> str:
+        """Shell command that starts dockerd after a crash. The containerd that a killed
+        dockerd leaves behind is reparented to PID 1, which on these machines may never
+        reap it: dockerd then finds its PID "alive", waits for a dead socket and gives
+        up. A zombie's pidfile is removed first."""
+        pidfile = self._dir(host) / "x" / "containerd" / "containerd.pid"
+        return (f"p=$(cat {pidfile} 2>/dev/null); "
+                "case \"$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)\" in "
+                f"''|Z) rm -f {pidfile};; esac; exec " + shlex.join(self.dockerd_argv(host)))
 
     def start_domains(self, host: str) -> None:
         """Start the host's domains that are not running (what nova would do)."""

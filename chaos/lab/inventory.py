@@ -64,7 +64,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
             "ssh": ssh,
             "docker": {"socket": compute.docker_socket(name),
                        "pidfile": str(compute.dockerd_pidfile(name)),
-                       "start": "exec " + shlex.join(compute.dockerd_argv(name))},
+                       "start": compute.dockerd_start_command(name)},
             "libvirt": {"uri": compute.libvirt_uri(name),
                         "container": f"docker://{name}/{compute.container_name(name)}"},
             "expect_vms": "survive" if mode == "right" else "die",

@@ -1,0 +1,136 @@
+"""libvirt recovery: restart the libvirt container (or pod) where it is down, reconnect,
+and verify that every domain recorded before the fault still runs in the same qemu
+process (same pid, same start time).
+
+Restarting VMs that died is not part of it: that is nova's decision, and a VM that had
+to be restarted is exactly what the harness exists to report. ``start_stopped_domains``
+is there for scenarios that must leave a deliberately wrong lab host as they found it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chaos import probes
+from chaos.errors import ConfigError, HarnessError
+from chaos.inventory import Compute, Site
+from chaos.steps import Step
+from chaos.targets import host_target
+from chaos.targets.base import quote
+from chaos.targets.docker import parse as parse_docker
+from recovery.plan import Plan
+from recovery.plan import execute as run_plan
+
+
+@dataclass(frozen=True)
+class HostState:
+    host: str
+    container: str  # running, exited, absent, or unknown: why
+    answers: bool  # libvirt answers at its URI
+    domains: list[probes.DomainIdentity]
+
+
+def _computes(site: Site, only: str | None) -> list[Compute]:
+    hosts = [c for c in site.computes if c.libvirt]
+    if only is not None:
+        hosts = [c for c in hosts if c.name == only]
+        if not hosts:
+            raise ConfigError(f"--node: {only!r} is not a compute host with libvirt")
+    return hosts
+
+
+def _docker_prefix(host: Compute) -> tuple[str, str]:
+    assert host.libvirt is not None
+    if not host.libvirt.container.startswith("docker://") or host.docker is None:
+        raise ConfigError(f"{host.name}: only docker-run libvirt can be restarted so far "
+                          f"({host.libvirt.container})")
+    _, name = parse_docker(host.libvirt.container)
+    return quote("docker -H %s ", host.docker.socket), name
+
+
+def observe(site: Site, *, only: str | None = None) -> dict[str, HostState]:
+    states = {}
+    for host in _computes(site, only):
+        prefix, name = _docker_prefix(host)
+        try:
+            out = host_target(site, host.name).run(
+                prefix + quote("inspect -f '{{.State.Status}}' %s", name), timeout=15)
+            container = out.stdout.strip() if out.ok else "absent"
+        except HarnessError as exc:
+            container = f"unknown: {exc}"
+        try:
+            found = probes.domains(site, host.name, timeout=3)
+            answers = True
+        except Exception:  # libvirt not answering is what we are here to fix
+            found, answers = [], False
+        states[host.name] = HostState(host.name, container, answers, found)
+    return states
+
+
+def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None = None) -> Plan:
+    result = Plan("libvirt", "healthy")
+    for host in _computes(site, force_node):
+        state = observed[host.name]
+        if state.container == "running" and state.answers:
+            continue
+        result.situation = "libvirt down"
+        prefix, name = _docker_prefix(host)
+        # a docker daemon just restarted takes a moment to answer: wait for it, bounded
+        wait_docker = f"for i in $(seq 1 60); do {prefix}info >/dev/null 2>&1 && break; " \
+                      "sleep 0.5; done; "
+        result.steps.append(Step(host_target(site, host.name).url,
+                                 wait_docker + prefix + quote("start %s", name),
+                                 f"the libvirt container on {host.name} runs and libvirt "
+                                 "answers again", wait=f"answers:{host.name}", wait_timeout=60,
+                                 timeout=60))
+    return result
+
+
+def _condition(site: Site, condition: str) -> tuple[bool, object]:
+    kind, _, host = condition.partition(":")
+    if kind == "answers":
+        try:
+            return True, probes.domains(site, host, timeout=3)
+        except Exception as exc:  # not yet
+            return False, str(exc)
+    if kind == "all":
+        hosts = [c.name for c in site.computes if c.libvirt] if not host else [host]
+        try:
+            found = {h: probes.domains(site, h, timeout=3) for h in hosts}
+        except Exception as exc:  # not yet
+            return False, str(exc)
+        return True, found
+    raise AssertionError(condition)
+
+
+def execute(site: Site, plan_: Plan, *, journal: Any = None,
+            confirm: Callable[[Step], None] | None = None) -> None:
+    run_plan(site, plan_, _condition, final="all:", journal=journal, confirm=confirm,
+             final_timeout=60)
+
+
+def recover(site: Site, *, only: str | None = None, journal: Any = None) -> Plan:
+    the_plan = plan(site, observe(site, only=only), force_node=only)
+    execute(site, the_plan, journal=journal)
+    return the_plan
+
+
+def start_stopped_domains(site: Site, host_name: str) -> list[str]:
+    """Start every defined domain that is not running (what nova would decide to do)."""
+    host = site.host(host_name)
+    if not isinstance(host, Compute) or host.libvirt is None:
+        raise ConfigError(f"host {host_name} has no libvirt in the inventory")
+
+    def start(conn: Any) -> list[str]:
+        started = []
+        for dom in conn.listAllDomains(0):
+            if not dom.isActive():
+                dom.create()
+                started.append(str(dom.name()))
+        return started
+
+    result: list[str] = probes.with_libvirt(host.libvirt.uri, start, timeout=30,
+                                            what=f"start domains on {host_name}")
+    return result

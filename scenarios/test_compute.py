@@ -1,0 +1,81 @@
+"""Compute drills: nova-compute's libvirt in a container, docker under it. A VM
+survives only if its qemu process does: same pid, same start time."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos import expect, probes
+from chaos.faults import Faults
+from chaos.inventory import Compute, Site
+from chaos.journal import Journal
+from recovery import libvirt as recover_libvirt
+
+pytestmark = pytest.mark.destructive
+
+
+def expected(site: Site, host: str) -> str:
+    node = site.host(host)
+    assert isinstance(node, Compute)
+    return node.expect_vms
+
+
+def put_back(site: Site, host: str, journal: Journal) -> None:
+    """Leave the host as found: VMs the fault killed are started again (nova's job)."""
+    started = recover_libvirt.start_stopped_domains(site, host)
+    if started:
+        journal.event("vms.restarted_by_harness", host=host, domains=started)
+
+
+def test_kill_libvirt_container_vms_keep_their_qemu(
+    site: Site, compute: str, faults: Faults, journal: Journal
+) -> None:
+    before = expect.vm_snapshot(site, [compute])
+    assert before, f"no running VM on {compute} to prove anything with"
+    faults.add("kill-container", compute)
+    recover_libvirt.recover(site, only=compute, journal=journal)
+    verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [compute]), journal=journal)
+    journal.event("quorum", service="libvirt", host=compute)
+    if expected(site, compute) == "survive":
+        assert verdict.all_survived, verdict.summary()
+    else:
+        # a deliberately wrong host: the harness must *detect* that its VMs died
+        assert verdict.died or verdict.restarted, (
+            f"{compute} is built wrong, yet the oracle saw every VM survive: {verdict.summary()}")
+        put_back(site, compute, journal)
+
+
+def test_kill9_libvirtd_vms_survive_only_with_hostpid_and_own_cgroup(
+    site: Site, compute: str, faults: Faults, journal: Journal
+) -> None:
+    before = expect.vm_snapshot(site, [compute])
+    faults.add("kill", compute, "libvirt")
+    recover_libvirt.recover(site, only=compute, journal=journal)
+    verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [compute]), journal=journal)
+    journal.event("quorum", service="libvirt", host=compute)
+    if expected(site, compute) == "survive":
+        assert verdict.all_survived, verdict.summary()
+    else:
+        put_back(site, compute, journal)
+        # cmp3 keeps qemu alive through a libvirtd kill only if its container survives it;
+        # with libvirtd as the container's main process it does not
+        assert not verdict.all_survived, verdict.summary()
+
+
+def test_kill_docker_daemon_vms_and_libvirt_outlive_it_on_a_host_built_right(
+    site: Site, faults: Faults, journal: Journal
+) -> None:
+    host = next(c.name for c in site.computes if c.libvirt and c.docker
+                and c.expect_vms == "survive")
+    before = expect.vm_snapshot(site, [host])
+    fault = faults.add("kill-docker", host)
+    # what survives the daemon: libvirt keeps answering, every qemu keeps running
+    during = expect.vm_snapshot(site, [host])
+    assert expect.vm_verdict(before, during).all_survived
+    assert probes.domains(site, host)
+    # what recovery is: the daemon back, the container (re)started, VMs untouched
+    faults.revert(fault)
+    recover_libvirt.recover(site, only=host, journal=journal)
+    verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [host]), journal=journal)
+    journal.event("quorum", service="libvirt", host=host)
+    assert verdict.all_survived, verdict.summary()

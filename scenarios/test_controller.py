@@ -1,0 +1,59 @@
+"""Controller drills: a whole controller lost at once — both its Galera node and its
+RabbitMQ node. Both clusters must keep quorum, lose nothing, and take the host back."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos import expect
+from chaos.faults import Faults
+from chaos.inventory import Site
+from chaos.journal import Journal
+from chaos.plugin import Workload
+from recovery import galera as recover_galera
+
+pytestmark = pytest.mark.destructive
+
+
+def last_controller(site: Site) -> tuple[str, list[str]]:
+    names = [c.name for c in site.controllers if c.galera and c.rabbitmq]
+    return names[-1], names[:-1]
+
+
+def test_power_off_a_controller_both_clusters_keep_quorum_and_take_it_back(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    victim, others = last_controller(site)
+    expect.galera_healthy(site)
+    expect.rabbit_healthy(site)
+    with workload.running():
+        power = faults.add("power-off", victim)
+        expect.galera_quorum(site, others, journal=journal)
+        expect.rabbit_running(site, others, journal=journal)
+        # the host comes back: its RabbitMQ node restarts as is, Galera rejoins by IST
+        for step in power.revert:
+            if "rabbit" in step.command:
+                step.execute(site)
+        plan = recover_galera.recover(site, journal=journal)
+        expect.galera_healthy(site, journal=journal)
+        expect.rabbit_healthy(site, journal=journal)
+        faults.revert(power)
+    assert any("joins by IST" in s.effect for s in plan.steps), plan.render()
+    workload.assert_nothing_lost()
+
+
+def test_partition_a_controller_both_clusters_keep_quorum_and_heal(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    victim, others = last_controller(site)
+    expect.galera_healthy(site)
+    expect.rabbit_healthy(site)
+    with workload.running():
+        cut = faults.add("partition", victim)
+        expect.galera_non_primary(site, victim, journal=journal)
+        expect.galera_quorum(site, others, journal=journal)
+        expect.rabbit_running(site, others, journal=journal)
+        faults.revert(cut)
+        expect.galera_healthy(site, journal=journal)
+        expect.rabbit_healthy(site, journal=journal, timeout=150)
+    workload.assert_nothing_lost()
