@@ -20,11 +20,11 @@ from typing import Any, Literal
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
 from chaos.ledger import Ledger
-from chaos.steps import Step, start_unless_running
+from chaos.steps import ALIVE, Step, start_unless_running
 from chaos.targets import host_target
 from chaos.targets.base import quote
 
-Kind = Literal["kill", "freeze", "partition", "power-off", "wipe", "kill-container",
+Kind = Literal["kill", "stop", "freeze", "partition", "power-off", "wipe", "kill-container",
                "kill-docker", "fill-disk"]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 SERVICES = ("galera", "rabbitmq", "libvirt", "docker")
@@ -155,7 +155,7 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
     fid = fault_id or f"{kind}-{host.name}{'-' + service if service else ''}-{uuid.uuid4().hex[:6]}"
     down: dict[str, list[str]] = {}
 
-    if kind in ("kill", "freeze", "wipe", "fill-disk"):
+    if kind in ("kill", "stop", "freeze", "wipe", "fill-disk"):
         if service is None:
             raise ConfigError(f"fault {kind} needs --service ({', '.join(SERVICES)})")
         if kind == "kill" and service == "libvirt":
@@ -163,6 +163,14 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
         proc = _process(site, host, service)
         if kind == "kill":
             inject, revert = [_kill_steps(proc, host.name)], [_start_step(proc, host.name)]
+        elif kind == "stop":
+            # a clean shutdown, as an operator's stop would do it; bounded wait for the exit
+            inject = [Step(proc.target, ALIVE + quote(
+                "pid=$(cat %s) && kill -s TERM \"$pid\" && i=0 && "
+                "while alive \"$pid\" && [ $i -lt 240 ]; do sleep 0.25; i=$((i+1)); done; "
+                "! alive \"$pid\"", proc.pidfile),
+                f"{proc.cluster} on {host.name} has shut down cleanly", timeout=75)]
+            revert = [_start_step(proc, host.name)]
         elif kind == "freeze":
             inject = [Step(proc.target, quote("kill -s STOP \"$(cat %s)\"", proc.pidfile),
                            f"{proc.cluster} on {host.name} is frozen (SIGSTOP)")]

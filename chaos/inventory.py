@@ -111,9 +111,12 @@ class RabbitNode(Model):
     amqp_port: Port = 5672
     management_port: Port | None = 15672
     target: TargetURL
-    data_dir: str | None = None
+    data_dir: str | None = None  # RABBITMQ_MNESIA_BASE: the node's own dir is <data_dir>/<node>
     pidfile: str | None = None
     start: str | None = None
+    # shell prefix under which RabbitMQ's CLI tools reach this node, e.g.
+    # "set -a; . /etc/rabbitmq/node.env; set +a; /usr/lib/rabbitmq/bin/"
+    cli: str = "/usr/lib/rabbitmq/bin/"
 
 
 class Docker(Model):

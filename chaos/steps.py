@@ -46,7 +46,8 @@ class Step:
 
 
 # is a PID alive and not a zombie (PID 1 here may never reap killed orphans)
-ALIVE = ("alive() { s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1); "
+ALIVE = ("alive() { case \"$1\" in ''|*[!0-9]*) return 1;; esac; "
+         "s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1); "
          "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; ")
 
 

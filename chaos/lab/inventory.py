@@ -54,6 +54,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
                 "pidfile": str(rabbit.pidfile(host.name)),
                 "start": f"set -a; . {shlex.quote(str(env_file))}; set +a; exec "
                          + shlex.join(rabbit.node_argv(host.name)),
+                "cli": f"set -a; . {shlex.quote(str(env_file))}; set +a; /usr/lib/rabbitmq/bin/",
             },
         })
     computes = []

@@ -78,7 +78,10 @@ class Lab:
         return [
             SshdLab(self.root / "sshd", hosts, port=SSH_PORT),
             GaleraLab(self.root / "galera", CONTROLLERS, secrets),
-            RabbitLab(self.root / "rabbitmq", CONTROLLERS, secrets),
+            # pause_minority, as kolla-ansible configures it: a minority node pauses and
+            # rejoins by itself once the network heals ('ignore' stays split for good)
+            RabbitLab(self.root / "rabbitmq", CONTROLLERS, secrets,
+                      partition_handling="pause_minority"),
             ComputeLab(self.root / "compute", [ComputeHost(n, a, m) for n, a, m in COMPUTES]),  # type: ignore[arg-type]
         ]
 

@@ -1,0 +1,95 @@
+"""RabbitMQ drills: a quorum queue under publisher confirms must never lose a
+confirmed message, whatever happens to the nodes, and the cluster must be whole again."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos import expect, probes
+from chaos.faults import Faults
+from chaos.inventory import Site
+from chaos.journal import Journal
+from chaos.plugin import Workload
+from chaos.wait import wait_for
+from recovery import rabbitmq as recover_rabbitmq
+
+pytestmark = pytest.mark.destructive
+
+
+def rabbit_hosts(site: Site) -> list[str]:
+    return [c.name for c in site.controllers if c.rabbitmq]
+
+
+def confirmed(workload: Workload, more_than: int, timeout: float = 60) -> int:
+    assert workload.publisher is not None
+    publisher = workload.publisher
+    return wait_for(lambda: (len(publisher.ledger.acked) > more_than,
+                             len(publisher.ledger.acked)),
+                    what=f"more than {more_than} confirmed messages", timeout=timeout)
+
+
+def leader(site: Site, queue: str) -> str:
+    view = probes.rabbitmq(site)
+    for state in view.states.values():
+        if state is not None and queue in state.quorum_queues:
+            return state.quorum_queues[queue].leader
+    raise AssertionError(f"queue {queue} not found: {view.describe()}")
+
+
+def test_kill_one_node_leader_moves_no_confirmed_message_lost(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    expect.rabbit_healthy(site)
+    with workload.running(galera=False):
+        assert workload.publisher is not None
+        queue = workload.publisher.queue
+        sent = confirmed(workload, 10)
+        old_leader = leader(site, queue)
+        victim = next(c.name for c in site.controllers
+                      if c.rabbitmq and c.rabbitmq.node == old_leader)
+        others = [h for h in rabbit_hosts(site) if h != victim]
+        faults.add("kill", victim, "rabbitmq")
+        expect.rabbit_running(site, others, journal=journal)
+        new_leader = wait_for(lambda: ((x := leader(site, queue)) != old_leader, x),
+                              what="a new quorum queue leader", timeout=60)
+        confirmed(workload, sent + 10)
+        plan = recover_rabbitmq.recover(site, journal=journal)
+        expect.rabbit_healthy(site, journal=journal)
+    journal.event("rabbitmq.leader", before=old_leader, after=new_leader)
+    assert "crashed with data" in plan.situation, plan.render()
+    workload.assert_nothing_lost()
+
+
+def test_wipe_a_node_rejoins_as_new_member_with_every_queue_member_back(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    victim = rabbit_hosts(site)[1]
+    others = [h for h in rabbit_hosts(site) if h != victim]
+    expect.rabbit_healthy(site)
+    with workload.running(galera=False):
+        confirmed(workload, 10)
+        faults.add("wipe", victim, "rabbitmq")
+        expect.rabbit_running(site, others, journal=journal)
+        plan = recover_rabbitmq.recover(site, journal=journal)
+        view = expect.rabbit_healthy(site, journal=journal)
+    assert "lost its data" in plan.situation, plan.render()
+    assert view.queues_missing_members() == {}
+    workload.assert_nothing_lost()
+
+
+@pytest.mark.blast_radius(rabbitmq=3, controllers=3)
+def test_stop_every_node_in_the_unlucky_order_recover_all_messages_there(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    hosts = rabbit_hosts(site)
+    expect.rabbit_healthy(site)
+    with workload.running(galera=False):
+        confirmed(workload, 20)
+        # the first node stopped is the one a naive restart would start first
+        for host in hosts:
+            faults.add("stop", host, "rabbitmq")
+    plan = recover_rabbitmq.recover(site, journal=journal)
+    expect.rabbit_healthy(site, journal=journal)
+    assert plan.situation == "whole cluster stopped", plan.render()
+    assert plan.bootstrap == hosts[-1], plan.render()
+    workload.assert_nothing_lost()
