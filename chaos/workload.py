@@ -186,6 +186,10 @@ class GaleraWriter:
             except pymysql.MySQLError:
                 with self.ledger.lock:
                     self.ledger.failed += 1
+            except Exception:  # a socket error pymysql did not wrap: outcome unknown
+                conns.pop(ep.name, None)
+                with self.ledger.lock:
+                    self.ledger.unknown.add(op)
             self._stop.wait(self.interval)
         for conn in conns.values():
             with contextlib.suppress(Exception):
@@ -280,7 +284,7 @@ class RabbitPublisher:
                 conn = pika.BlockingConnection(self._params(ep))
                 ch = conn.channel()
                 ch.confirm_delivery()
-            except pika.exceptions.AMQPError:
+            except Exception:  # any failure to connect: nothing was sent, try the next node
                 with self.ledger.lock:
                     self.ledger.failed += 1
                 node += 1
@@ -301,7 +305,9 @@ class RabbitPublisher:
                     except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
                         with self.ledger.lock:
                             self.ledger.failed += 1
-                    except pika.exceptions.AMQPError:
+                    except Exception:
+                        # sent, but the answer never came (pika raises socket errors
+                        # unwrapped too): the broker may or may not have it
                         with self.ledger.lock:
                             self.ledger.unknown.add(op)
                         raise
@@ -309,7 +315,7 @@ class RabbitPublisher:
                         with self.ledger.lock:
                             self.ledger.acked.add(op)
                     self._stop.wait(self.interval)
-            except pika.exceptions.AMQPError:
+            except Exception:  # the connection is gone: fail over to the next node
                 node += 1
             finally:
                 with contextlib.suppress(Exception):
