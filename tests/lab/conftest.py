@@ -10,9 +10,15 @@ import pytest
 from chaos.lab.lab import Lab
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab_teardown: takes the lab down; runs last")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.lab)
+    # the test that takes the lab down runs after every test that needs it up
+    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -21,11 +27,12 @@ def root_required() -> None:
         pytest.fail("the lab tests start real daemons and need root (run ./quickstart test)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def lab(root_required: None) -> Lab:
+    """The running lab, brought up (again) when it is not running."""
     lab = Lab()
     if not lab.is_running():
         if lab.read_state() is not None:
-            lab.down()  # a stale lab from a crashed run
+            lab.down()  # stale, or broken by an earlier test
         lab.up()
     return lab

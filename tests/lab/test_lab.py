@@ -214,6 +214,7 @@ def _leftovers(root: Path) -> list[str]:
     return found
 
 
+@pytest.mark.lab_teardown
 def test_down_leaves_nothing_behind_and_up_after_down_works(lab: Lab) -> None:
     result = chaos("lab", "down")
     assert result.returncode == 0, result.stderr

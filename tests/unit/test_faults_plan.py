@@ -127,3 +127,14 @@ def test_blast_radius_refuses_every_controller() -> None:
     with pytest.raises(FaultError, match="every controller"):
         check_blast_radius(s, open_faults, third)
     check_blast_radius(s, open_faults, third, {"controllers": 3})
+
+
+@pytest.mark.parametrize(("pid", "alive"), [("", False), ("abc", False), ("$$", True),
+                                            ("999999999", False)])
+def test_alive_needs_a_live_numeric_pid(pid: str, alive: bool) -> None:
+    import subprocess
+
+    from chaos.steps import ALIVE
+
+    result = subprocess.run(["sh", "-c", f'{ALIVE} alive "{pid}"'], timeout=10)
+    assert (result.returncode == 0) is alive
