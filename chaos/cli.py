@@ -157,6 +157,7 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         str(scenarios),
         f"--inventory={inventory}",
         f"--junitxml={report_dir / 'junit.xml'}",
+        f"--chaos-report-dir={report_dir}",
         "-o", "junit_family=xunit2",
         *pytest_args,
     ]
