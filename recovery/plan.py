@@ -66,9 +66,9 @@ def execute(site: Site, plan: Plan, condition: Condition, *, final: str,
             step.execute(site)
             if step.wait:
                 wait_for(partial(condition, site, step.wait), what=step.wait,
-                         timeout=step.wait_timeout, interval=0.3)
+                         timeout=step.wait_timeout, interval=0.1)
         except HarnessError as exc:
             event("recovery.failed", procedure=plan.procedure, error=str(exc))
             raise RecoveryError(f"{plan.procedure}: step failed: {step.effect}: {exc}") from exc
-    wait_for(partial(condition, site, final), what=final, timeout=final_timeout, interval=0.3)
+    wait_for(partial(condition, site, final), what=final, timeout=final_timeout, interval=0.1)
     event("recovery.done", procedure=plan.procedure)

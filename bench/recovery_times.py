@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the recovery procedures on the running lab and print figures.
 
-    .venv/bin/python bench/recovery.py [--runs N]
+    .venv/bin/python bench/recovery_times.py [--runs N]
 
 - Galera full outage (all three nodes killed with -9) to 3 Synced nodes (goal <= 8 s)
 - one Galera node killed and rejoined by IST (goal <= 5 s; the log must show no SST)
@@ -35,7 +35,9 @@ def sst_count(site: Site, node: str) -> int:
     host = site.host(node)
     assert isinstance(host, Controller) and host.galera and host.galera.pidfile
     log = Path(host.galera.pidfile).parent / "mysqld.log"
-    return log.read_text(errors="replace").count("SST") if log.exists() else 0
+    # MariaDB runs its rsync script for an IST too; the closing line names the kind
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return text.count("rsync SST completed on joiner")
 
 
 def main() -> None:
