@@ -214,7 +214,10 @@ def workload(site: Site, journal: Journal) -> Workload:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``controller`` and ``compute`` parameters range over the site's hosts, so one
     scenario runs on every node of whatever site it is pointed at."""
-    wanted = [n for n in ("controller", "compute") if n in metafunc.fixturenames]
+    # a test that defines its own fixture of that name keeps it
+    defined = getattr(metafunc, "_arg2fixturedefs", {})
+    wanted = [n for n in ("controller", "compute")
+              if n in metafunc.fixturenames and n not in defined]
     if not wanted:
         return
     config = metafunc.config

@@ -54,7 +54,7 @@ def seen() -> Seen:
 
 
 @pytest.fixture(scope="module")
-def compute(seen: Seen) -> Iterator[tuple[ComputeLab, list[Daemon]]]:
+def compute_lab(seen: Seen) -> Iterator[tuple[ComputeLab, list[Daemon]]]:
     if os.geteuid() != 0:
         pytest.fail("the compute lab starts dockerd and libvirtd and needs root")
     # not pytest's tmp_path: containerd's socket under it would pass the 107-byte limit
@@ -114,8 +114,8 @@ def _dies(pid: int, seconds: float) -> bool:
     return False
 
 
-def test_all_hosts_healthy(compute: tuple[ComputeLab, list[Daemon]], seen: Seen) -> None:
-    lab, daemons = compute
+def test_all_hosts_healthy(compute_lab: tuple[ComputeLab, list[Daemon]], seen: Seen) -> None:
+    lab, daemons = compute_lab
     assert sorted(d.name for d in daemons) == ["dockerd-cmp1", "dockerd-cmp2", "dockerd-cmp3"]
     checks = lab.status()
     assert [c.component for c in checks] == ["libvirt/cmp1", "libvirt/cmp2", "libvirt/cmp3"]
@@ -131,9 +131,9 @@ def test_all_hosts_healthy(compute: tuple[ComputeLab, list[Daemon]], seen: Seen)
         _libvirtd(lab, host.name, seen)
 
 
-def test_placement_of_each_mode(compute: tuple[ComputeLab, list[Daemon]], seen: Seen) -> None:
+def test_placement_of_each_mode(compute_lab: tuple[ComputeLab, list[Daemon]], seen: Seen) -> None:
     """What makes the difference, seen from /proc rather than from configuration."""
-    lab, _ = compute
+    lab, _ = compute_lab
     my_pidns = os.readlink("/proc/self/ns/pid")
     right, nohostpid, incgroup = (_vm(lab, h.name, seen).qemu_pid for h in HOSTS)
     assert right and nohostpid and incgroup
@@ -150,9 +150,9 @@ def test_placement_of_each_mode(compute: tuple[ComputeLab, list[Daemon]], seen: 
 
 
 def test_right_host_keeps_vm_when_libvirtd_is_killed(
-    compute: tuple[ComputeLab, list[Daemon]], seen: Seen
+    compute_lab: tuple[ComputeLab, list[Daemon]], seen: Seen
 ) -> None:
-    lab, _ = compute
+    lab, _ = compute_lab
     before = _vm(lab, "cmp1", seen)
     assert before.qemu_pid
     os.kill(_libvirtd(lab, "cmp1", seen), signal.SIGKILL)
@@ -176,9 +176,9 @@ def test_right_host_keeps_vm_when_libvirtd_is_killed(
 
 
 def test_right_host_keeps_vm_when_container_is_docker_killed(
-    compute: tuple[ComputeLab, list[Daemon]], seen: Seen
+    compute_lab: tuple[ComputeLab, list[Daemon]], seen: Seen
 ) -> None:
-    lab, _ = compute
+    lab, _ = compute_lab
     before = _vm(lab, "cmp1", seen)
     assert before.qemu_pid
     lab.docker("cmp1", "kill", lab.container_name("cmp1"))
@@ -191,9 +191,9 @@ def test_right_host_keeps_vm_when_container_is_docker_killed(
 
 
 def test_no_hostpid_host_loses_vm_with_libvirtd(
-    compute: tuple[ComputeLab, list[Daemon]], seen: Seen
+    compute_lab: tuple[ComputeLab, list[Daemon]], seen: Seen
 ) -> None:
-    lab, _ = compute
+    lab, _ = compute_lab
     before = _vm(lab, "cmp2", seen)
     assert before.qemu_pid
     os.kill(_libvirtd(lab, "cmp2", seen), signal.SIGKILL)
@@ -206,9 +206,9 @@ def test_no_hostpid_host_loses_vm_with_libvirtd(
 
 
 def test_in_cgroup_host_loses_vm_with_container(
-    compute: tuple[ComputeLab, list[Daemon]], seen: Seen
+    compute_lab: tuple[ComputeLab, list[Daemon]], seen: Seen
 ) -> None:
-    lab, _ = compute
+    lab, _ = compute_lab
     before = _vm(lab, "cmp3", seen)
     assert before.qemu_pid
     lab.docker("cmp3", "kill", lab.container_name("cmp3"))
@@ -220,9 +220,9 @@ def test_in_cgroup_host_loses_vm_with_container(
 
 
 def test_down_of_a_crashed_lab_leaves_nothing(
-    compute: tuple[ComputeLab, list[Daemon]], seen: Seen
+    compute_lab: tuple[ComputeLab, list[Daemon]], seen: Seen
 ) -> None:
-    lab, daemons = compute
+    lab, daemons = compute_lab
     root = str(lab.root) + "/"
     survivor = _vm(lab, "cmp1", seen)
     assert survivor.qemu_pid
