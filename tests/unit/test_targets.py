@@ -1,0 +1,71 @@
+"""Target URLs: one table, clear errors, quoting done once."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from chaos import inventory
+from chaos.errors import ConfigError
+from chaos.targets import for_url, host_target
+from chaos.targets.base import quote
+from chaos.targets.docker import DockerTarget
+from chaos.targets.docker import parse as parse_docker
+from chaos.targets.local import LocalTarget
+from chaos.targets.ssh import SshTarget
+from tests.unit.test_inventory import VALID
+
+
+def site() -> inventory.Site:
+    return inventory.parse(copy.deepcopy(VALID))
+
+
+def test_local_target_runs_and_reports_exit_status() -> None:
+    target = for_url("local://")
+    assert isinstance(target, LocalTarget)
+    assert target.check("echo %s", "a b; rm -rf /").strip() == "a b; rm -rf /"
+    assert target.run("exit 3").exit_status == 3
+
+
+def test_ssh_url_parts_and_key_from_the_site() -> None:
+    data = copy.deepcopy(VALID)
+    data["controllers"][0]["ssh"]["key_file"] = "/etc/chaos/key"
+    target = for_url("ssh://admin@10.0.0.1:2200", inventory.parse(data))
+    assert isinstance(target, SshTarget)
+    assert (target.user, target.host, target.port, target.key_file) == (
+        "admin", "10.0.0.1", 2200, "/etc/chaos/key")
+
+
+def test_host_target_is_ssh_when_the_inventory_says_so() -> None:
+    assert host_target(site(), "ctl1").url == "ssh://root@10.0.0.1:22"
+    assert host_target(site(), "cmp1").url == "local://"
+
+
+def test_docker_target_goes_through_the_host_with_its_socket() -> None:
+    target = for_url("docker://cmp1/libvirt", site())
+    assert isinstance(target, DockerTarget)
+    assert target.container == "libvirt" and target.socket == "unix:///var/run/docker.sock"
+    assert target.via.url == "local://"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("ftp://x", "unknown target scheme 'ftp'"),
+    ("10.0.0.1", "not a target URL"),
+    ("k8s://openstack/mariadb-0", "k8s:// targets are not usable yet"),
+    ("galera://ctl1", "needs the site's inventory"),
+    ("docker://cmp1/libvirt", "needs the site's inventory"),
+])
+def test_bad_urls_are_one_clear_error(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        for_url(url)
+
+
+@pytest.mark.parametrize("url", ["docker://cmp1", "docker://cmp1/a/b", "docker:///libvirt"])
+def test_docker_url_needs_host_and_one_container(url: str) -> None:
+    with pytest.raises(ValueError, match="not docker://HOST/CONTAINER"):
+        parse_docker(url)
+
+
+def test_quote_fills_placeholders_shell_safely() -> None:
+    assert quote("kill -s %s %s", "KILL", "1; reboot") == "kill -s KILL '1; reboot'"
