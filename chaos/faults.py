@@ -12,7 +12,7 @@ import contextlib
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal
@@ -371,15 +371,10 @@ class Faults:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While reverting, a SIGTERM must not cut the revert short: defer it."""
-    pending: list[int] = []
-
-    def defer(signum: int, frame: FrameType | None) -> None:
-        pending.append(signum)
-
+def _on_sigterm(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """Install ``handler`` for SIGTERM for the block (only the main thread can)."""
     try:
-        previous = signal.signal(signal.SIGTERM, defer)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: nothing to install
         yield
         return
@@ -387,26 +382,25 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if pending:
-            raise KeyboardInterrupt("SIGTERM")
 
 
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While reverting, a SIGTERM must not cut the revert short: defer it."""
+    pending: list[int] = []
+    with _on_sigterm(lambda signum, frame: pending.append(signum)):
+        yield
+    if pending:
+        raise KeyboardInterrupt("SIGTERM")
+
+
+def sigterm_raises() -> contextlib.AbstractContextManager[None]:
     """Turn SIGTERM into KeyboardInterrupt so ``finally`` blocks (and reverts) run."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt("SIGTERM")
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return _on_sigterm(handler)
 
 
 def heal(site_for: Any, ledger: Ledger | None = None) -> tuple[list[str], list[str]]:

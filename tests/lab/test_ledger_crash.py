@@ -127,7 +127,9 @@ def test_kill9_mid_freeze_then_heal_thaws_the_process(site_file: Path, tmp_path:
     pid = pid_of(site_file, "ctl1")
     child = harness(site_file, ledger, "freeze", "galera", "crash-freeze")
     wait_injected(child)
-    assert procs.proc_state(pid) == "T"
+    # a signal is delivered when the target is next scheduled: wait (bounded) for it
+    wait_for(lambda: (procs.proc_state(pid) == "T", procs.proc_state(pid)),
+             what="the process stopped", timeout=5, interval=0.02)
     child.kill()
     child.wait(timeout=10)
     time.sleep(0.2)
