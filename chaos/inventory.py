@@ -156,10 +156,27 @@ class Compute(Host):
     expect_vms: Literal["survive", "die"] = "survive"
 
 
+class Kubernetes(Model):
+    """How to reach the API server: a kubeconfig file, or an address and a token."""
+
+    kubeconfig: Path | None = None
+    context: str | None = None
+    api: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    token: Secret | None = None
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Kubernetes:
+        if (self.kubeconfig is None) == (self.api is None):
+            raise ValueError("give either kubeconfig or api (with token)")
+        return self
+
+
 class Site(Model):
     name: Name
     kind: Literal["lab", "process", "kubernetes"] = "process"
     credentials: Credentials
+    kubernetes: Kubernetes | None = None
     controllers: list[Controller] = Field(min_length=1)
     computes: list[Compute] = []
 

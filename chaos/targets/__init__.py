@@ -27,7 +27,7 @@ BACKENDS = {
     "local": "chaos.targets.local:LocalTarget",
     "ssh": "chaos.targets.ssh:SshTarget",
     "docker": "chaos.targets.docker:DockerTarget",
-    "k8s": "",  # see backend()
+    "k8s": "chaos.targets.k8s:K8sTarget",
     "galera": "chaos.targets.sql:SqlTarget",
 }
 
@@ -36,11 +36,6 @@ __all__ = ["CommandResult", "Target", "TargetError", "TargetUnreachable", "backe
 
 
 def backend(scheme: str) -> type[Target]:
-    if scheme == "k8s":
-        # valid in an inventory (so a site can be described and checked today), but the
-        # backend is proven against a real API server only with the Kubernetes tier
-        raise ConfigError("k8s:// targets are not usable yet: the Kubernetes backend comes "
-                          "with the Kubernetes tier (issue 7)")
     try:
         module, _, name = BACKENDS[scheme].partition(":")
     except KeyError:
@@ -85,6 +80,12 @@ def for_url(url: str, site: Site | None = None) -> Target:
         socket = (host.docker.socket if isinstance(host, Compute) and host.docker
                   else "unix:///var/run/docker.sock")
         return cls(url, via=host_target(site, host_name), socket=socket)  # type: ignore[call-arg]
+    if scheme == "k8s":
+        from chaos.targets.k8s import api_client
+
+        if site is None:
+            raise ConfigError(f"{url}: a k8s target needs the site's inventory")
+        return cls(url, api=api_client(site.kubernetes))  # type: ignore[call-arg]
     if scheme == "galera":
         from chaos.inventory import Controller
         from chaos.targets.sql import parse_node

@@ -52,7 +52,7 @@ def test_docker_target_goes_through_the_host_with_its_socket() -> None:
 @pytest.mark.parametrize(("url", "message"), [
     ("ftp://x", "unknown target scheme 'ftp'"),
     ("10.0.0.1", "not a target URL"),
-    ("k8s://openstack/mariadb-0", "k8s:// targets are not usable yet"),
+    ("k8s://openstack/mariadb-0", "a k8s target needs the site's inventory"),
     ("galera://ctl1", "needs the site's inventory"),
     ("docker://cmp1/libvirt", "needs the site's inventory"),
 ])

@@ -1,0 +1,169 @@
+"""``k8s://NAMESPACE/POD[/CONTAINER]`` or ``k8s://NAMESPACE/?selector=a=b,c=d&container=x``:
+a pod (or the first Running pod a label selector finds, so a restarted pod with a new
+name is still the target), through the official kubernetes client.
+
+Besides ``run`` (exec), the target can delete its pod, report readiness, and act on the
+pod's node: cordon, uncordon, drain (cordon + evict every pod not owned by a DaemonSet).
+Every API call carries a request timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import stream
+
+from chaos.errors import ConfigError
+from chaos.targets.base import CommandResult, Target, TargetError, TargetUnreachable
+
+REQUEST_TIMEOUT = 10.0
+
+
+def parse(url: str) -> tuple[str, str | None, str | None, str | None]:
+    """(namespace, pod, container, selector)."""
+    parts = urlsplit(url)
+    if parts.scheme != "k8s" or not parts.hostname:
+        raise ConfigError(f"{url}: not k8s://NAMESPACE/POD[/CONTAINER] or "
+                          "k8s://NAMESPACE/?selector=…")
+    path = [p for p in parts.path.split("/") if p]
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    pod = path[0] if path else None
+    container = path[1] if len(path) > 1 else query.get("container")
+    selector = query.get("selector")
+    if (pod is None) == (selector is None):
+        raise ConfigError(f"{url}: name a pod or give ?selector=, not both or neither")
+    return parts.hostname, pod, container, selector
+
+
+def api_client(kube: Any) -> client.ApiClient:
+    """An API client from the site's ``kubernetes`` section (see chaos.inventory)."""
+    if kube is None:
+        raise ConfigError("a k8s:// target needs a kubernetes section in the inventory")
+    if kube.kubeconfig is not None:
+        from kubernetes import config
+
+        loaded: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kube.kubeconfig), context=kube.context)
+        return loaded
+    configuration = client.Configuration()
+    configuration.host = kube.api
+    if kube.token is not None:
+        configuration.api_key = {"authorization": kube.token.reveal()}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    if kube.ca_file is not None:
+        configuration.ssl_ca_cert = str(kube.ca_file)
+    configuration.retries = 1
+    return client.ApiClient(configuration)
+
+
+class K8sTarget(Target):
+    scheme = "k8s"
+
+    def __init__(self, url: str, *, api: client.ApiClient) -> None:
+        super().__init__(url)
+        self.namespace, self.pod_name, self.container, self.selector = parse(url)
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ApiException as exc:
+            raise TargetError(f"{self.url}: {what}: {exc.status} {exc.reason}") from None
+        except Exception as exc:  # urllib3 connection errors and timeouts
+            raise TargetUnreachable(f"{self.url}: {what}: {type(exc).__name__}: {exc}") from None
+
+    # -- the pod ---------------------------------------------------------------------
+
+    def pod(self) -> Any:
+        """The named pod, or the first Running pod the selector finds (oldest first)."""
+        if self.pod_name is not None:
+            return self._call("read pod", self.core.read_namespaced_pod, self.pod_name,
+                              self.namespace)
+        listed = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
+                            label_selector=self.selector)
+        running = [p for p in listed.items if p.status and p.status.phase == "Running"
+                   and not p.metadata.deletion_timestamp]
+        if not running:
+            raise TargetError(f"{self.url}: no Running pod matches {self.selector}")
+        return sorted(running, key=lambda p: p.metadata.creation_timestamp or 0)[0]
+
+    def ready(self) -> bool:
+        pod = self.pod()
+        return any(c.type == "Ready" and c.status == "True"
+                   for c in (pod.status.conditions or []))
+
+    def delete_pod(self, *, grace_seconds: int = 0) -> str:
+        name = self.pod().metadata.name
+        self._call("delete pod", self.core.delete_namespaced_pod, name, self.namespace,
+                   grace_period_seconds=grace_seconds)
+        return str(name)
+
+    def _run(self, command: str, timeout: float) -> CommandResult:
+        pod = self.pod()
+        kwargs: dict[str, Any] = {"command": ["sh", "-c", command], "stderr": True,
+                                  "stdin": False, "stdout": True, "tty": False,
+                                  "_preload_content": False}
+        if self.container:
+            kwargs["container"] = self.container
+        try:
+            resp = stream(self.core.connect_get_namespaced_pod_exec, pod.metadata.name,
+                          self.namespace, **kwargs)
+        except Exception as exc:
+            raise TargetUnreachable(f"{self.url}: exec: {exc}") from None
+        out, err = [], []
+        deadline = time.monotonic() + timeout
+        try:
+            while resp.is_open():
+                if time.monotonic() > deadline:
+                    raise TargetUnreachable(
+                        f"{self.url}: `{command}` did not finish within {timeout:.0f}s")
+                resp.update(timeout=1)
+                if resp.peek_stdout():
+                    out.append(resp.read_stdout())
+                if resp.peek_stderr():
+                    err.append(resp.read_stderr())
+            code = resp.returncode
+        finally:
+            with contextlib.suppress(Exception):
+                resp.close()
+        return CommandResult(self.url, command, int(code or 0), "".join(out), "".join(err))
+
+    # -- the node --------------------------------------------------------------------
+
+    def node_name(self) -> str:
+        return str(self.pod().spec.node_name)
+
+    def cordon(self, node: str | None = None, *, on: bool = True) -> None:
+        self._call("cordon" if on else "uncordon", self.core.patch_node,
+                   node or self.node_name(), {"spec": {"unschedulable": on}})
+
+    def drain(self, node: str | None = None) -> list[str]:
+        """Cordon the node and evict every pod on it not owned by a DaemonSet."""
+        node = node or self.node_name()
+        self.cordon(node)
+        pods = self._call("list pods on node", self.core.list_pod_for_all_namespaces,
+                          field_selector=f"spec.nodeName={node}")
+        evicted = []
+        for pod in pods.items:
+            owners = pod.metadata.owner_references or []
+            if any(o.kind == "DaemonSet" for o in owners):
+                continue
+            body = client.V1Eviction(metadata=client.V1ObjectMeta(
+                name=pod.metadata.name, namespace=pod.metadata.namespace))
+            self._call("evict", self.core.create_namespaced_pod_eviction,
+                       pod.metadata.name, pod.metadata.namespace, body)
+            evicted.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+        return evicted
+
+    def deployment_available(self, name: str) -> tuple[int, int]:
+        """(available replicas, desired replicas) of a Deployment in this namespace."""
+        dep = self._call("read deployment", self.apps.read_namespaced_deployment, name,
+                         self.namespace)
+        return int(dep.status.available_replicas or 0), int(dep.spec.replicas or 0)
