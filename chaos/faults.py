@@ -299,8 +299,11 @@ class Faults:
 
     def __init__(self, site: Site, *, inventory_path: str | None = None,
                  ledger: Ledger | None = None, allowed: dict[str, int] | None = None,
-                 journal: Any = None) -> None:
+                 journal: Any = None,
+                 dry_run: Callable[[Fault], None] | None = None) -> None:
         self.site = site
+        # in a dry run each fault is planned and handed to this instead of acting
+        self.dry_run = dry_run
         self.inventory_path = inventory_path
         self.ledger = ledger or Ledger()
         self.allowed = allowed or {}
@@ -312,6 +315,10 @@ class Faults:
             self.journal.event(name, **data)
 
     def inject(self, fault: Fault) -> Fault:
+        if self.dry_run is not None:
+            self._event("fault.planned", fault=fault.id, plan=fault.describe())
+            self.dry_run(fault)
+            return fault
         ledgered = [Fault.from_json(e["fault"]) for e in self.ledger.open_faults()]
         known = {f.id for f in self.open}
         check_blast_radius(self.site, self.open + [f for f in ledgered if f.id not in known],

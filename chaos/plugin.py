@@ -18,7 +18,7 @@ import pytest
 
 from chaos import inventory as inv
 from chaos.errors import EXIT_UNREACHABLE, ConfigError, EnvironmentProblem, HarnessError
-from chaos.faults import Faults, heal, sigterm_raises
+from chaos.faults import Fault, Faults, heal, sigterm_raises
 from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.ledger import Ledger
@@ -57,6 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="site inventory YAML (env CHAOS_INVENTORY; ini chaos_inventory)")
     group.addoption("--lab", action="store_true", default=False,
                     help="run against the running local lab")
+    group.addoption("--dry-run", action="store_true", default=False,
+                    help="plan each scenario's first fault, print its steps, act on nothing")
     group.addoption("--chaos-report-dir", action="store", default=None,
                     help="write the run's JSON journal here (chaos run sets it)")
     parser.addini("chaos_inventory", "default site inventory file", default="")
@@ -135,8 +137,14 @@ def faults(request: pytest.FixtureRequest, site: Site, site_path: str, journal: 
     marker = request.node.get_closest_marker("blast_radius")
     allowed = {k: int(v) for k, v in (marker.kwargs if marker else {}).items()}
     registry = request.config.stash[OPEN_FAULTS_KEY]
+    dry_run = None
+    if request.config.getoption("--dry-run"):
+        def dry_run(fault: Fault) -> None:
+            print(fault.describe())
+            pytest.skip(f"dry run: planned {fault.id}, acted on nothing")
+
     with sigterm_raises(), Faults(site, inventory_path=site_path, allowed=allowed,
-                                  journal=journal) as active:
+                                  journal=journal, dry_run=dry_run) as active:
         registry.append(active)
         try:
             yield active
