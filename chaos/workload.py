@@ -36,6 +36,7 @@ from chaos.inventory import Site
 DB = "chaos_oracle"
 CONNECT_TIMEOUT = 3
 IO_TIMEOUT = 5
+CONFIRM_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ class RabbitPublisher:
                 self._stop.wait(max(self.interval, 0.2))
                 n += 1
                 continue
+            refused = 0
             try:
                 while (not self._stop.is_set() and n < self.max_ops
                        and time.monotonic() < deadline):
@@ -298,6 +300,13 @@ class RabbitPublisher:
                     op = uuid.uuid4().hex
                     with self.ledger.lock:
                         self.ledger.attempts += 1
+                    # pika waits for a confirm without any limit; a confirm that never
+                    # comes (the queue's leader died with the request in flight) would
+                    # stall the publisher for good, so a watchdog closes the connection
+                    watchdog = threading.Timer(
+                        CONFIRM_TIMEOUT, conn.add_callback_threadsafe, (conn.close,))
+                    watchdog.daemon = True
+                    watchdog.start()
                     try:
                         ch.basic_publish("", self.queue, op.encode(),
                                          pika.BasicProperties(delivery_mode=2, message_id=op),
@@ -305,6 +314,12 @@ class RabbitPublisher:
                     except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
                         with self.ledger.lock:
                             self.ledger.failed += 1
+                        # measured: after the queue's leader died, a channel that was in
+                        # use can go on being refused although a new leader serves; a
+                        # fresh connection is not
+                        refused += 1
+                        if refused >= 3:
+                            raise ConnectionResetError("publishes refused: reconnecting") from None
                     except Exception:
                         # sent, but the answer never came (pika raises socket errors
                         # unwrapped too): the broker may or may not have it
@@ -312,8 +327,11 @@ class RabbitPublisher:
                             self.ledger.unknown.add(op)
                         raise
                     else:
+                        refused = 0
                         with self.ledger.lock:
                             self.ledger.acked.add(op)
+                    finally:
+                        watchdog.cancel()
                     self._stop.wait(self.interval)
             except Exception:  # the connection is gone: fail over to the next node
                 node += 1
