@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", help="where the report goes (default reports/<time>)")
     fault = sub.add_parser("fault", help="inject one fault and leave it in place (undo: heal)")
     fault.add_argument("kind", help="kill, stop, freeze, partition, power-off, wipe, "
-                       "kill-container, kill-docker, fill-disk")
+                       "kill-container, kill-docker, fill-disk, delete-pod")
     fault.add_argument("--node", required=True, help="host name from the inventory")
     fault.add_argument("--service", help="galera, rabbitmq, libvirt or docker")
     fault.add_argument("--inventory", help="site inventory (default: the running lab's)")

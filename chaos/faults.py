@@ -25,7 +25,7 @@ from chaos.targets import host_target
 from chaos.targets.base import quote
 
 Kind = Literal["kill", "stop", "freeze", "partition", "power-off", "wipe", "kill-container",
-               "kill-docker", "fill-disk"]
+               "kill-docker", "fill-disk", "delete-pod"]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 SERVICES = ("galera", "rabbitmq", "libvirt", "docker")
 
@@ -155,6 +155,9 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
     fid = fault_id or f"{kind}-{host.name}{'-' + service if service else ''}-{uuid.uuid4().hex[:6]}"
     down: dict[str, list[str]] = {}
 
+    if kind == "delete-pod":
+        return _delete_pod(site, host, service, fid)
+
     if kind in ("kill", "stop", "freeze", "wipe", "fill-disk"):
         if service is None:
             raise ConfigError(f"fault {kind} needs --service ({', '.join(SERVICES)})")
@@ -249,6 +252,29 @@ def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
                    f"the libvirt container on {host.name} runs again", timeout=60)]
     return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
                  inject, revert, {"libvirt": [host.name]})
+
+
+def _delete_pod(site: Site, host: Controller | Compute, service: str | None,
+                fid: str) -> Fault:
+    """Delete the pod running a service; its controller (Deployment, DaemonSet) makes a
+    new one, and the revert waits until a pod is Ready again."""
+    targets = {
+        "galera": host.galera.target if isinstance(host, Controller) and host.galera else None,
+        "rabbitmq": (host.rabbitmq.target if isinstance(host, Controller) and host.rabbitmq
+                     else None),
+        "libvirt": host.libvirt.container if isinstance(host, Compute) and host.libvirt
+        else None,
+    }
+    if service is None or not (url := targets.get(service)) or not url.startswith("k8s://"):
+        raise ConfigError(f"delete-pod needs --service naming a service of {host.name} "
+                          "that runs in a k8s:// pod")
+    cluster = {"galera": "galera", "rabbitmq": "rabbitmq"}.get(service, "libvirt")
+    return Fault(fid, "delete-pod", host.name, service,
+                 [Step(url, f"delete the pod behind {url}", f"{service} pod on {host.name} "
+                       "is deleted", action="delete-pod")],
+                 [Step(url, f"wait for a Ready pod behind {url}", f"a new {service} pod on "
+                       f"{host.name} is Ready", action="await-ready", timeout=300)],
+                 {cluster: [host.name]})
 
 
 # -- blast radius -------------------------------------------------------------------

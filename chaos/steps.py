@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from chaos.errors import ConfigError
 from chaos.targets import CommandResult, for_url
 from chaos.targets.base import quote
 
@@ -26,6 +27,9 @@ class Step:
     # a condition the procedure waits for after the command, e.g. "synced:ctl2"
     wait: str | None = None
     wait_timeout: float = 90.0
+    # an API action instead of a shell command, for targets that have one
+    # ("delete-pod", "await-ready" on k8s://); ``command`` then describes it
+    action: str | None = None
 
     def describe(self) -> str:
         text = f"[{self.target}] {self.command}\n    expect: {self.effect}"
@@ -41,7 +45,14 @@ class Step:
         return cls(**data)
 
     def execute(self, site: Site | None) -> CommandResult:
-        result = for_url(self.target, site).run(self.command, timeout=self.timeout)
+        target = for_url(self.target, site)
+        if self.action is not None:
+            act = getattr(target, "act", None)
+            if act is None:
+                raise ConfigError(f"{self.target}: no action {self.action!r} on this target")
+            result: CommandResult = act(self.action, timeout=self.timeout)
+        else:
+            result = target.run(self.command, timeout=self.timeout)
         return result.check() if self.must_succeed else result
 
 

@@ -135,6 +135,22 @@ class K8sTarget(Target):
                 resp.close()
         return CommandResult(self.url, command, int(code or 0), "".join(out), "".join(err))
 
+    def act(self, action: str, *, timeout: float = 60.0) -> CommandResult:
+        """API actions a Step can name: delete-pod, await-ready (a pod of this target
+        Running and Ready again, as its controller recreates it)."""
+        if action == "delete-pod":
+            name = self.delete_pod()
+            return CommandResult(self.url, action, 0, name, "")
+        if action == "await-ready":
+            from chaos.wait import wait_for
+
+            def check() -> tuple[bool, str]:
+                return self.ready(), f"{self.url} not Ready"
+
+            wait_for(check, what=f"a Ready pod for {self.url}", timeout=timeout, interval=0.5)
+            return CommandResult(self.url, action, 0, "", "")
+        raise ConfigError(f"{self.url}: unknown action {action!r}")
+
     # -- the node --------------------------------------------------------------------
 
     def node_name(self) -> str:

@@ -5,6 +5,7 @@ Kubernetes tier (issue 7)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -196,3 +197,36 @@ def test_url_names_a_pod_or_a_selector(url: str) -> None:
 
     with pytest.raises(ConfigError, match="name a pod or give"):
         k8s_module.parse(url)
+
+
+def test_fake_apiserver_delete_pod_fault_is_ledgered_and_reverted(
+    api: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaos.faults import Faults, plan
+    from chaos.ledger import Ledger
+
+    data = copy.deepcopy(VALID)
+    data.update(kind="kubernetes", kubernetes={"api": api})
+    data["controllers"][0]["galera"]["target"] = (
+        "k8s://openstack/?selector=application=mariadb,node=ctl1&container=mariadb")
+    site_ = inventory.parse(data)
+    ledger = Ledger(tmp_path / "ledger")
+    fault = plan(site_, "delete-pod", "ctl1", "galera")
+    assert fault.down == {"galera": ["ctl1"]}
+    assert "delete the pod" in fault.describe()
+    with Faults(site_, ledger=ledger) as faults:
+        faults.inject(fault)
+        assert [e["id"] for e in ledger.open_faults()] == [fault.id]
+        deletes = [c for c in FakeApi.calls if c[0] == "DELETE"]
+        assert [c[1].split("?")[0] for c in deletes] == [
+            "/api/v1/namespaces/openstack/pods/mariadb-ctl1-a"]
+    # the revert waited for a Ready pod (the fake always has one) and cleared the ledger
+    assert list(ledger.open_faults()) == []
+
+
+def test_delete_pod_needs_a_k8s_service() -> None:
+    from chaos.errors import ConfigError
+    from chaos.faults import plan
+
+    with pytest.raises(ConfigError, match="runs in a k8s:// pod"):
+        plan(inventory.parse(copy.deepcopy(VALID)), "delete-pod", "ctl1", "galera")
