@@ -82,7 +82,10 @@ def _site(args: argparse.Namespace) -> tuple[Site, str]:
 
 
 def _fault(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from chaos.faults import Faults, plan
+    from chaos.inventory import Compute
 
     site, path = _site(args)
     fault = plan(site, args.kind, args.node, args.service)
@@ -91,7 +94,15 @@ def _fault(args: argparse.Namespace) -> int:
         print("dry run: nothing was done")
         return EXIT_OK
     allowed = {"galera": 99, "rabbitmq": 99, "controllers": 99} if args.allow_quorum_loss else {}
-    Faults(site, inventory_path=path, allowed=allowed).inject(fault)
+    context = {}
+    host = site.host(args.node)
+    if isinstance(host, Compute) and host.libvirt is not None:
+        # what 'chaos recover libvirt' will hold the VMs to: same qemu pid and start time
+        from chaos import expect
+
+        context["vms_before"] = {u: asdict(d) for u, d in
+                                 expect.vm_snapshot(site, [host.name]).items()}
+    Faults(site, inventory_path=path, allowed=allowed).inject(fault, context=context)
     print(f"fault {fault.id} injected and left in place; undo with 'chaos heal'")
     return EXIT_OK
 
@@ -141,7 +152,29 @@ def _recover(args: argparse.Namespace) -> int:
 
     module.execute(site, the_plan, confirm=show)
     print(f"recovered in {time.monotonic() - started:.1f}s")
+    if args.procedure == "libvirt":
+        return _vm_verdict(site)
     return EXIT_OK
+
+
+def _vm_verdict(site: Site) -> int:
+    """Hold every VM recorded before an open fault to its qemu pid and start time."""
+    from chaos import expect
+    from chaos.ledger import Ledger
+    from chaos.probes import DomainIdentity
+
+    before: dict[str, DomainIdentity] = {}
+    for entry in Ledger().open_faults():
+        for uuid, dom in entry.get("vms_before", {}).items():
+            before.setdefault(uuid, DomainIdentity(**dom))
+    if not before:
+        print("no VM record from before a fault (record one by injecting with 'chaos fault'): "
+              "VM identity not verified")
+        return EXIT_OK
+    hosts = sorted({c.name for c in site.computes if c.libvirt})
+    verdict = expect.vm_verdict(before, expect.vm_snapshot(site, hosts))
+    print(verdict.summary())
+    return EXIT_OK if verdict.all_survived else EXIT_VERDICT
 
 
 def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:

@@ -340,7 +340,8 @@ class Faults:
         if self.journal is not None:
             self.journal.event(name, **data)
 
-    def inject(self, fault: Fault) -> Fault:
+    def inject(self, fault: Fault, *, context: dict[str, Any] | None = None) -> Fault:
+        """Record the fault (with ``context``, e.g. the VMs seen before it), then act."""
         if self.dry_run is not None:
             self._event("fault.planned", fault=fault.id, plan=fault.describe())
             self.dry_run(fault)
@@ -351,7 +352,7 @@ class Faults:
                            fault, self.allowed)
         self.ledger.record(fault.id, {"id": fault.id, "created": time.time(),
                                       "inventory": self.inventory_path,
-                                      "fault": fault.to_json()})
+                                      "fault": fault.to_json(), **(context or {})})
         self.open.append(fault)
         self._event("fault.inject", fault=fault.id, kind=fault.kind, host=fault.host,
                     service=fault.service)
