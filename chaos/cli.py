@@ -196,7 +196,10 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     ]
     code = int(pytest.main(argv))
     verdict = {0: "all scenarios passed", 1: "a scenario FAILED"}.get(code, "run did not complete")
-    print(f"chaos run: {verdict}; report: {report_dir.resolve()}")
+    from chaos import report
+
+    html = report.build(report_dir, title=f"{inventory} {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"chaos run: {verdict}; report: {report_dir.resolve()} ({html.name})")
     if code in (0, 1, 3):
         return code
     return EXIT_USAGE

@@ -123,7 +123,15 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
         path.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(path, scenario=request.node.nodeid)
     journal.event("scenario.start")
-    yield journal
+    if report is None:
+        yield journal
+    else:
+        # lanes for the report's timeline: every member's state, sampled each second
+        from chaos.monitor import Monitor
+
+        site: Site = request.getfixturevalue("site")
+        with Monitor(site, journal):
+            yield journal
     journal.event("scenario.end")
     for key, value in journal.properties().items():
         request.node.user_properties.append((key, value))
