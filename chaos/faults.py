@@ -326,8 +326,11 @@ class Faults:
     def __init__(self, site: Site, *, inventory_path: str | None = None,
                  ledger: Ledger | None = None, allowed: dict[str, int] | None = None,
                  journal: Any = None,
-                 dry_run: Callable[[Fault], None] | None = None) -> None:
+                 dry_run: Callable[[Fault], None] | None = None,
+                 confirm: Callable[[Step], None] | None = None) -> None:
         self.site = site
+        # runbook mode: called before every step that injects a fault
+        self.confirm = confirm
         # in a dry run each fault is planned and handed to this instead of acting
         self.dry_run = dry_run
         self.inventory_path = inventory_path
@@ -358,6 +361,8 @@ class Faults:
                     service=fault.service)
         try:
             for step in fault.inject:
+                if self.confirm is not None:
+                    self.confirm(step)
                 step.execute(self.site)
         except BaseException as exc:
             self._event("fault.inject_failed", fault=fault.id, error=str(exc))

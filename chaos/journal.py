@@ -19,6 +19,8 @@ class Journal:
         self.scenario = scenario
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        # set in runbook mode: asked before every destructive step
+        self.confirm: Any = None
 
     def event(self, name: str, **data: Any) -> dict[str, Any]:
         entry = {"t": round(time.time(), 3), "event": name, **data}

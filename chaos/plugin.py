@@ -22,6 +22,7 @@ from chaos.faults import Fault, Faults, heal, sigterm_raises
 from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.ledger import Ledger
+from chaos.steps import Step
 from chaos.workload import GaleraVerdict, GaleraWriter, RabbitPublisher, RabbitVerdict
 
 INVENTORY_KEY = pytest.StashKey[Path | None]()
@@ -59,6 +60,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run against the running local lab")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="plan each scenario's first fault, print its steps, act on nothing")
+    group.addoption("--runbook", action="store_true", default=False,
+                    help="pause before every destructive step, show it, wait for Enter")
+    group.addoption("--yes", action="store_true", default=False,
+                    help="with --runbook: show and journal each step without asking")
     group.addoption("--chaos-report-dir", action="store", default=None,
                     help="write the run's JSON journal here (chaos run sets it)")
     parser.addini("chaos_inventory", "default site inventory file", default="")
@@ -151,13 +156,53 @@ def faults(request: pytest.FixtureRequest, site: Site, site_path: str, journal: 
             print(fault.describe())
             pytest.skip(f"dry run: planned {fault.id}, acted on nothing")
 
+    runbook = None
+    if request.config.getoption("--runbook"):
+        runbook = Runbook(journal, ask=not request.config.getoption("--yes"))
+        journal.confirm = runbook
+
     with sigterm_raises(), Faults(site, inventory_path=site_path, allowed=allowed,
-                                  journal=journal, dry_run=dry_run) as active:
+                                  journal=journal, dry_run=dry_run, confirm=runbook) as active:
         registry.append(active)
         try:
             yield active
         finally:
             registry.remove(active)
+
+
+class Runbook:
+    """Shows each destructive step before it runs — action, target, expected effect —
+    and waits for Enter on the terminal (not pytest's captured stdin). Each answer is
+    timestamped into the journal."""
+
+    def __init__(self, journal: Journal, *, ask: bool) -> None:
+        self.journal = journal
+        self.ask = ask
+        self.count = 0
+
+    def __call__(self, step: Step) -> None:
+        self.count += 1
+        text = (f"\n--- runbook step {self.count} ---\n  target: {step.target}\n"
+                f"  action: {step.command}\n  expect: {step.effect}\n")
+        try:
+            tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            if self.ask:
+                raise ConfigError("--runbook needs a terminal to ask on (or add --yes)") from None
+            tty = None
+        if tty is not None:
+            try:
+                os.write(tty, (text + ("  press Enter to run it, Ctrl-C to stop: " if self.ask
+                                       else "  (--yes: running)\n")).encode())
+                # an operator takes their time: no deadline on reading the answer, but
+                # only one line is read, byte by byte, so nothing past it is swallowed
+                while self.ask and os.read(tty, 1) not in (b"\n", b""):
+                    pass
+            finally:
+                os.close(tty)
+        self.journal.event("runbook.step", n=self.count, target=step.target,
+                           command=step.command, effect=step.effect,
+                           confirmed="yes" if not self.ask else "enter")
 
 
 class Workload:

@@ -7,10 +7,12 @@ observed rather than a bare "timed out".
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import TextIO, TypeVar
 
 from chaos.errors import ProbeTimeout
 
@@ -20,6 +22,24 @@ T = TypeVar("T")
 def _describe(observed: object) -> str:
     text = repr(observed) if not isinstance(observed, str) else observed
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+@contextlib.contextmanager
+def _terminal(progress: bool | None) -> Iterator[TextIO | None]:
+    """Where the live line goes: the controlling terminal (pytest's capture does not
+    reach it), or nowhere when there is none — quiet in CI and in pipes."""
+    if progress is False or os.environ.get("CHAOS_PROGRESS") == "0":
+        yield None
+        return
+    try:
+        tty = open("/dev/tty", "w")  # noqa: SIM115  (closed below)
+    except OSError:
+        yield sys.stderr if progress else None
+        return
+    try:
+        yield tty
+    finally:
+        tty.close()
 
 
 def wait_for(
@@ -35,11 +55,16 @@ def wait_for(
     ``probe`` returns ``(done, observed)``. An exception raised by the probe counts
     as an observation (the service may simply not be up yet) and polling goes on.
     On giving up raises :class:`ProbeTimeout` naming ``what`` and the last observation.
-    A live progress line goes to stderr when it is a terminal (``progress=None``).
+    A live progress line goes to the terminal when there is one (``progress=None``).
     """
     __tracebackhide__ = True
-    if progress is None:
-        progress = sys.stderr.isatty()
+    with _terminal(progress) as out:
+        return _poll(probe, what, timeout, interval, out)
+
+
+def _poll(probe: Callable[[], tuple[bool, T]], what: str, timeout: float, interval: float,
+          out: TextIO | None) -> T:
+    __tracebackhide__ = True
     start = time.monotonic()
     deadline = start + timeout
     max_polls = int(timeout / max(interval, 0.01)) + 2
@@ -51,21 +76,22 @@ def wait_for(
             done, last = False, f"{type(exc).__name__}: {exc}"
         else:
             if done:
-                if progress:
-                    sys.stderr.write("\r\033[K")
+                if out is not None:
+                    out.write("\r\033[K")
+                    out.flush()
                 return observed
             last = observed
         now = time.monotonic()
-        if progress:
-            sys.stderr.write(
-                f"\r\033[Kwaiting for {what} ({now - start:4.1f}s): {_describe(last)[:120]}"
-            )
-            sys.stderr.flush()
+        if out is not None:
+            out.write(f"\r\033[Kwaiting for {what} ({now - start:4.1f}s): "
+                      f"{_describe(last)[:120]}")
+            out.flush()
         if now >= deadline:
             break
         time.sleep(min(interval, max(0.0, deadline - now)))
-    if progress:
-        sys.stderr.write("\r\033[K")
+    if out is not None:
+        out.write("\r\033[K")
+        out.flush()
     raise ProbeTimeout(
         f"gave up waiting for {what} after {time.monotonic() - start:.1f}s; "
         f"last observed: {_describe(last)}"

@@ -50,6 +50,8 @@ def execute(site: Site, plan: Plan, condition: Condition, *, final: str,
     says so, then wait for the ``final`` condition."""
     if plan.refused:
         raise RecoveryError(f"{plan.procedure}: refused: {plan.refused}")
+    # runbook mode reaches procedures through the scenario's journal
+    confirm = confirm or getattr(journal, "confirm", None)
 
     def event(name: str, **data: Any) -> None:
         if journal is not None:
