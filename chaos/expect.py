@@ -15,6 +15,7 @@ from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.probes import DomainIdentity
 from chaos.wait import wait_for
+from chaos.workload import Ledger as OpLedger
 
 
 def _observe(journal: Journal | None, name: str, **data: Any) -> None:
@@ -142,3 +143,12 @@ def vm_verdict(before: dict[str, DomainIdentity], after: dict[str, DomainIdentit
     verdict = VmVerdict(survived, restarted, died)
     _observe(journal, "oracle.vms", survived=survived, restarted=restarted, died=died)
     return verdict
+
+
+def more_acknowledged(ledger: OpLedger, more_than: int, *, what: str,
+                      timeout: float = 60.0) -> int:
+    """Wait until a workload has more than ``more_than`` acknowledged operations: proof
+    that the service takes writes (again) while the scenario runs."""
+    __tracebackhide__ = True
+    return wait_for(lambda: (len(ledger.acked) > more_than, len(ledger.acked)),
+                    what=f"more than {more_than} {what}", timeout=timeout)

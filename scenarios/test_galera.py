@@ -10,7 +10,6 @@ from chaos.faults import Faults
 from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.plugin import Workload
-from chaos.wait import wait_for
 from recovery import galera as recover_galera
 
 pytestmark = pytest.mark.destructive
@@ -21,11 +20,9 @@ def galera_nodes(site: Site) -> list[str]:
 
 
 def writes_acknowledged(workload: Workload, more_than: int, timeout: float = 30) -> int:
-    """Wait until the writer has more acknowledged commits than ``more_than``."""
     assert workload.writer is not None
-    writer = workload.writer
-    return wait_for(lambda: (len(writer.ledger.acked) > more_than, len(writer.ledger.acked)),
-                    what=f"more than {more_than} acknowledged writes", timeout=timeout)
+    return expect.more_acknowledged(workload.writer.ledger, more_than,
+                                    what="acknowledged writes", timeout=timeout)
 
 
 def test_kill_one_node_quorum_kept_node_back_by_ist(

@@ -22,10 +22,8 @@ def rabbit_hosts(site: Site) -> list[str]:
 
 def confirmed(workload: Workload, more_than: int, timeout: float = 60) -> int:
     assert workload.publisher is not None
-    publisher = workload.publisher
-    return wait_for(lambda: (len(publisher.ledger.acked) > more_than,
-                             len(publisher.ledger.acked)),
-                    what=f"more than {more_than} confirmed messages", timeout=timeout)
+    return expect.more_acknowledged(workload.publisher.ledger, more_than,
+                                    what="confirmed messages", timeout=timeout)
 
 
 def leader(site: Site, queue: str) -> str:

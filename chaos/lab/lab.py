@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -82,8 +83,16 @@ class Lab:
             # rejoins by itself once the network heals ('ignore' stays split for good)
             RabbitLab(self.root / "rabbitmq", CONTROLLERS, secrets,
                       partition_handling="pause_minority"),
-            ComputeLab(self.root / "compute", [ComputeHost(n, a, m) for n, a, m in COMPUTES]),  # type: ignore[arg-type]
+            ComputeLab(self.root / "compute", [ComputeHost(n, a, m) for n, a, m in COMPUTES],  # type: ignore[arg-type]
+                       cgroup_prefix=self.cgroup_prefix()),
         ]
+
+    def cgroup_prefix(self) -> str:
+        """Cgroup names are machine-wide: a lab at another root (a test's, a stale one)
+        gets names of its own, so its 'down' can never touch this lab's processes."""
+        if self.root == DEFAULT_ROOT:
+            return "chaos-lab"
+        return "chaos-lab-" + hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
 
     # -- state ------------------------------------------------------------------------
 

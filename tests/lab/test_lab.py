@@ -215,6 +215,19 @@ def _leftovers(root: Path) -> list[str]:
     return found
 
 
+def test_down_of_another_lab_root_never_touches_this_lab(lab: Lab, tmp_path: Path) -> None:
+    """Measured once: a stale lab's 'down' killed the running lab's libvirt containers,
+    because cgroup names were the same for every root."""
+    (tmp_path / "lab.json").write_text('{"version": 1, "phase": "up", "daemons": []}')
+    result = subprocess.run([sys.executable, "-m", "chaos.cli", "lab", "down"],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "CHAOS_LAB_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert Lab(tmp_path).cgroup_prefix() != lab.cgroup_prefix()
+    status = chaos("lab", "status")
+    assert status.returncode == 0, status.stdout
+
+
 @pytest.mark.lab_teardown
 def test_down_leaves_nothing_behind_and_up_after_down_works(lab: Lab) -> None:
     result = chaos("lab", "down")

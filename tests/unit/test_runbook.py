@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
-import sys
 import time
 from pathlib import Path
 
 from chaos.lab import procs
+from tests.unit.ptyutil import finish, read_until, spawn
 from tests.unit.test_plugin import inventory_file  # noqa: F401  (the fixture)
 
 DRILL = """
@@ -22,35 +20,7 @@ def test_freeze_drill(faults):
 
 
 def spawn_in_pty(args: list[str], cwd: Path) -> tuple[int, int]:
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a session of its own, the pty as its terminal
-        os.chdir(cwd)
-        os.execv(sys.executable, [sys.executable, "-m", "pytest", "-q", "-p",
-                                  "no:cacheprovider", *args])
-    return pid, fd
-
-
-def read_until(fd: int, marker: str, timeout: float = 60.0) -> str:
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while marker not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk.decode(errors="replace")
-    return seen
-
-
-def finish(pid: int, fd: int, timeout: float = 60.0) -> tuple[str, int]:
-    out = read_until(fd, "\x00never\x00", timeout=timeout)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return out, os.waitstatus_to_exitcode(status)
+    return spawn(["-m", "pytest", "-q", "-p", "no:cacheprovider", *args], str(cwd))
 
 
 def test_runbook_pauses_before_the_step_and_acts_on_enter(

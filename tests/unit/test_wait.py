@@ -44,34 +44,18 @@ def test_last_exception_is_reported() -> None:
 
 
 def test_live_progress_reaches_the_terminal_and_nothing_else() -> None:
-    import os
-    import pty
-    import select
+    import subprocess
     import sys
-    import time
+
+    from tests.unit.ptyutil import finish, spawn
 
     code = ("from chaos.wait import wait_for; import itertools; c = itertools.count();"
             "print(wait_for(lambda: (next(c) > 8, 'galera size=2'), what='quorum', "
             "timeout=5, interval=0.1))")
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-c", code])
-    seen = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    os.waitpid(pid, 0)
-    text = seen.decode(errors="replace")
+    text, status = finish(*spawn(["-c", code]), timeout=30)
+    assert status == 0
     assert "waiting for quorum (" in text and "s): galera size=2" in text
     # in a pipe (no terminal) the same wait prints only its result
-    import subprocess
     piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=30, start_new_session=True)
     assert piped.stdout.strip() == "galera size=2" and piped.stderr == ""
