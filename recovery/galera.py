@@ -109,34 +109,37 @@ def _position(site: Site, node: Controller, state: probes.GaleraState | None) ->
         return Position(node.name, True, state.cluster_uuid, state.last_committed, None,
                         "running")
     g = node.galera
-    target = for_url(g.target, site)
+    grastate = f"{g.datadir.rstrip('/')}/grastate.dat"
+    log = f"/tmp/chaos-wsrep-recover-{node.name}.log"
+    # one round trip per node: is it alive, what does grastate.dat say, and only when
+    # its seqno is -1, what InnoDB recovers (the node's own binary and config)
+    script = ALIVE
+    if g.pidfile:
+        script += quote("if alive \"$(cat %s 2>/dev/null)\"; then echo ALIVE; exit 0; fi; ",
+                        g.pidfile)
+    script += quote("[ -f %s ] || { echo NO-GRASTATE; exit 0; }; cat %s; ", grastate, grastate)
+    if g.start:
+        script += (quote("if grep -q '^seqno: *-1' %s; then rm -f %s; touch %s; "
+                         "chown mysql %s 2>/dev/null; ", grastate, log, log, log)
+                   + g.start + quote(" --wsrep-recover --log-error=%s >/dev/null 2>&1; "
+                                     "echo WSREP-RECOVER; cat %s; fi", log, log))
     try:
-        if g.pidfile:
-            alive = target.run(ALIVE + quote("alive \"$(cat %s 2>/dev/null)\"", g.pidfile),
-                               timeout=15)
-            if alive.ok:
-                return Position(node.name, False, None, None, None,
-                                "process alive but not answering SQL (frozen or starting?)")
-        grastate = target.run("cat %s", f"{g.datadir.rstrip('/')}/grastate.dat", timeout=15)
+        out = for_url(g.target, site).run(script, timeout=120).stdout
     except HarnessError as exc:
         return Position(node.name, False, None, None, None, f"unknown: {exc}")
-    if not grastate.ok:
+    if out.startswith("ALIVE"):
+        return Position(node.name, False, None, None, None,
+                        "process alive but not answering SQL (frozen or starting?)")
+    if out.startswith("NO-GRASTATE"):
         return Position(node.name, False, None, None, None, "unknown: no grastate.dat")
-    uuid, seqno, safe = _grastate(grastate.stdout)
+    text, _, recover_log = out.partition("WSREP-RECOVER")
+    uuid, seqno, safe = _grastate(text)
     if seqno is not None and seqno >= 0:
         return Position(node.name, False, uuid, seqno, safe, "grastate.dat")
     if not g.start:
         return Position(node.name, False, uuid, None, safe,
                         "unknown: seqno -1 and no start command to run --wsrep-recover")
-    # the node's own binary and config, with InnoDB asked for its last position
-    log = f"/tmp/chaos-wsrep-recover-{node.name}.log"
-    command = (quote("rm -f %s; touch %s; chown mysql %s 2>/dev/null; ", log, log, log)
-               + g.start + quote(" --wsrep-recover --log-error=%s; cat %s", log, log))
-    try:
-        out = target.run(command, timeout=120)
-    except HarnessError as exc:
-        return Position(node.name, False, uuid, None, safe, f"unknown: wsrep-recover: {exc}")
-    recovered = parse_recovered(out.stdout)
+    recovered = parse_recovered(recover_log)
     if recovered is None:
         return Position(node.name, False, uuid, None, safe,
                         "unknown: wsrep-recover printed no position")
