@@ -26,6 +26,7 @@ from chaos.steps import Step
 from chaos.workload import GaleraVerdict, GaleraWriter, RabbitPublisher, RabbitVerdict
 
 INVENTORY_KEY = pytest.StashKey[Path | None]()
+SITE_KEY = pytest.StashKey[tuple[Site, Path] | HarnessError]()
 REPORT_KEY = pytest.StashKey[Path | None]()
 OPEN_FAULTS_KEY = pytest.StashKey[list[Faults]]()
 
@@ -92,22 +93,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def site(pytestconfig: pytest.Config) -> Site:
     """The validated site inventory; the session stops with exit 3 when there is none."""
-    explicit = pytestconfig.stash[INVENTORY_KEY]
-    try:
-        path = resolve_inventory(str(explicit) if explicit else None,
-                                 use_lab=bool(pytestconfig.getoption("--lab")))
-        return inv.load(path)
-    except ConfigError as exc:
-        pytest.exit(str(exc), returncode=2)
-    except HarnessError as exc:
-        pytest.exit(str(exc), returncode=EXIT_UNREACHABLE)
+    loaded = _load_site(pytestconfig)
+    if isinstance(loaded, ConfigError):
+        pytest.exit(str(loaded), returncode=2)
+    if isinstance(loaded, HarnessError):
+        pytest.exit(str(loaded), returncode=EXIT_UNREACHABLE)
+    return loaded[0]
+
+
+def _load_site(config: pytest.Config) -> tuple[Site, Path] | HarnessError:
+    """Resolve and validate the inventory once per session (collection and fixtures
+    share it); a failure is kept and reported where it matters."""
+    if SITE_KEY not in config.stash:
+        explicit = config.stash[INVENTORY_KEY]
+        try:
+            path = resolve_inventory(str(explicit) if explicit else None,
+                                     use_lab=bool(config.getoption("--lab")))
+            config.stash[SITE_KEY] = (inv.load(path), path.resolve())
+        except HarnessError as exc:
+            config.stash[SITE_KEY] = exc
+    return config.stash[SITE_KEY]
 
 
 @pytest.fixture(scope="session")
 def site_path(site: Site, pytestconfig: pytest.Config) -> str:
-    explicit = pytestconfig.stash[INVENTORY_KEY]
-    return str(resolve_inventory(str(explicit) if explicit else None,
-                                 use_lab=bool(pytestconfig.getoption("--lab"))).resolve())
+    loaded = _load_site(pytestconfig)
+    assert not isinstance(loaded, HarnessError)  # the site fixture stopped the session
+    return str(loaded[1])
 
 
 @pytest.fixture(scope="session", autouse=False)
@@ -281,16 +293,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
               if n in metafunc.fixturenames and n not in defined]
     if not wanted:
         return
-    config = metafunc.config
-    explicit = config.stash[INVENTORY_KEY]
-    try:
-        site = inv.load(resolve_inventory(str(explicit) if explicit else None,
-                                          use_lab=bool(config.getoption("--lab"))))
-    except HarnessError:
+    loaded = _load_site(metafunc.config)
+    if isinstance(loaded, HarnessError):
         # no site: the session fixture will say so once, with the right exit code
         for name in wanted:
             metafunc.parametrize(name, ["(no site)"])
         return
+    site = loaded[0]
     if "controller" in wanted:
         names = [c.name for c in site.controllers if c.galera or c.rabbitmq]
         metafunc.parametrize("controller", names)
