@@ -98,10 +98,10 @@ def _process(site: Site, host: Controller | Compute, service: str) -> _Proc:
     raise ConfigError(f"host {host.name} has no {service} service in the inventory")
 
 
-def _kill_steps(proc: _Proc, host: str, sig: str = "KILL") -> Step:
+def _kill_steps(proc: _Proc, host: str) -> Step:
     return Step(proc.target,
-                quote("pid=$(cat %s) && kill -s %s \"$pid\"", proc.pidfile, sig),
-                f"{proc.cluster} on {host} is gone (SIG{sig})")
+                quote("pid=$(cat %s) && kill -s KILL \"$pid\"", proc.pidfile),
+                f"{proc.cluster} on {host} is gone (SIGKILL)")
 
 
 def restart_log(pidfile: str) -> str:
@@ -442,7 +442,8 @@ def sigterm_raises() -> contextlib.AbstractContextManager[None]:
     return _on_sigterm(handler)
 
 
-def heal(site_for: Any, ledger: Ledger | None = None) -> tuple[list[str], list[str]]:
+def heal(site_for: Callable[[str | None], Site],
+         ledger: Ledger | None = None) -> tuple[list[str], list[str]]:
     """Revert every fault left open in the ledger. Returns (healed ids, error lines).
 
     ``site_for(inventory_path)`` loads the site a fault was injected into.

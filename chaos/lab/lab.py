@@ -25,7 +25,6 @@ from typing import Any
 import yaml
 
 from chaos.errors import HarnessError, LabError
-from chaos.lab import procs
 from chaos.lab.model import Check, Component, Host, LabSecrets
 from chaos.lab.procs import Daemon
 
@@ -179,7 +178,9 @@ class Lab:
                 raise
             # helpers that ran during up and ended on purpose (the Galera template node)
             # are not part of the running lab; every component checked its own health
-            self._state["daemons"] = [d for d in self._state["daemons"] if procs.alive(d["pid"])]
+            alive = [d.alive() for d in self.daemons(self._state)]
+            self._state["daemons"] = [d for d, up in zip(self._state["daemons"], alive,
+                                                          strict=True) if up]
             self._state["phase"] = "up"
             self._state["up_seconds"] = round(time.monotonic() - start, 2)
             self._write_state()
