@@ -3,9 +3,12 @@ say so. A verdict that cannot fail proves nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pymysql
@@ -43,12 +46,19 @@ def kill_galera(site: Site, node: str) -> None:
     os.kill(pid, 9)
 
 
-def sql(site: Site, node: str, statement: str, *args: object) -> None:
+@contextlib.contextmanager
+def session(site: Site, node: str) -> Iterator[Any]:
+    """One SQL session on ``node`` (session variables hold across statements)."""
     host = site.host(node)
     conn = pymysql.connect(host=host.address, user=site.credentials.db.user,
                            password=site.credentials.db.password.reveal(), autocommit=True,
                            connect_timeout=5, read_timeout=10)
     with conn, conn.cursor() as cur:
+        yield cur
+
+
+def sql(site: Site, node: str, statement: str, *args: object) -> None:
+    with session(site, node) as cur:
         cur.execute(statement, args)
 
 
@@ -57,11 +67,7 @@ def test_galera_oracle_sees_an_acknowledged_row_removed_from_one_node_only(site:
     assert writer.verdict().ok, writer.verdict().summary()
     victim = sorted(writer.ledger.acked)[0]
     # wsrep_on=0 for this session: the delete is not replicated, ctl2 alone loses it
-    host = site.host("ctl2")
-    conn = pymysql.connect(host=host.address, user=site.credentials.db.user,
-                           password=site.credentials.db.password.reveal(), autocommit=True,
-                           connect_timeout=5, read_timeout=10)
-    with conn, conn.cursor() as cur:
+    with session(site, "ctl2") as cur:
         cur.execute("SET SESSION wsrep_on = 0")
         cur.execute(f"DELETE FROM {DB}.writes WHERE op_id = %s", (victim,))
         cur.execute("SET SESSION wsrep_on = 1")
