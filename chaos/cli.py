@@ -39,12 +39,15 @@ def _lab(args: argparse.Namespace) -> int:
 
     lab = Lab(Path(args.lab_dir) if args.lab_dir else None)
     if args.action == "up":
-        result = lab.up()
+        result = lab.up(kube=args.kube)
         if result.already_up:
             print(f"lab already up at {lab.root} (nothing to do)")
         else:
             print(f"lab up in {result.seconds:.1f}s at {lab.root}")
         print(f"inventory: {result.inventory}")
+        if lab.kube_enabled():
+            print(f"kubernetes tier: inventory {lab.kube_inventory_file}, "
+                  f"kubeconfig {lab.kube().kubeconfig}")
         return EXIT_OK
     if args.action == "down":
         seconds = lab.down()
@@ -212,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("lab", help="the local lab: a real control plane on this machine")
     lab.add_argument("action", choices=["up", "down", "status", "env"])
+    lab.add_argument("--kube", action="store_true",
+                     help="with up: the Kubernetes tier too (built from Debian's source once)")
     lab.add_argument("--lab-dir",
                      help="lab directory (default $CHAOS_LAB_DIR or /var/lib/chaos-lab)")
 

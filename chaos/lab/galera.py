@@ -428,16 +428,7 @@ class GaleraLab:
         problems = self.preflight()
         if problems:
             raise LabError(problems[0])
-        self._daemons = {}
-        account = pwd.getpwnam(OS_USER)
-        self._prepare_dirs(account.pw_uid, account.pw_gid)
-        template = self._make_template(register, account.pw_uid, account.pw_gid)
-        for host in self.nodes:
-            procs.run(["cp", "-a", str(template), str(self.datadir(host.name))], timeout=30)
-            self.config_file(host.name).write_text(self.config_text(host.name))
-            self.log_file(host.name).touch()
-            os.chown(self.log_file(host.name), account.pw_uid, account.pw_gid)
-
+        self.prepare(register)
         first, *others = self.nodes
         self._start(first.name, register, "--wsrep-new-cluster")
         # Joiners that find nobody keep retrying, but starting them before the
@@ -467,6 +458,19 @@ class GaleraLab:
         for check in self.status():
             if not check.ok:
                 raise LabError(f"{check.component} unhealthy after up: {check.detail}")
+
+    def prepare(self, register: Register) -> None:
+        """Every node's data directory (a copy of one template), config and log, ready
+        to start; shared by this lab and the Kubernetes tier's Galera pods."""
+        self._daemons = {}
+        account = pwd.getpwnam(OS_USER)
+        self._prepare_dirs(account.pw_uid, account.pw_gid)
+        template = self._make_template(register, account.pw_uid, account.pw_gid)
+        for host in self.nodes:
+            procs.run(["cp", "-a", str(template), str(self.datadir(host.name))], timeout=30)
+            self.config_file(host.name).write_text(self.config_text(host.name))
+            self.log_file(host.name).touch()
+            os.chown(self.log_file(host.name), account.pw_uid, account.pw_gid)
 
     def _prepare_dirs(self, uid: int, gid: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -101,4 +101,43 @@ def lab_env(lab: Lab) -> dict[str, str]:
                                          for h in CONTROLLERS),
         "CHAOS_ERLANG_COOKIE": s.erlang_cookie,
         "CHAOS_LIBVIRT": " ".join(f"{n}={compute.libvirt_uri(n)}" for n, _, _ in COMPUTES),
+        **({"CHAOS_KUBE_INVENTORY": str(lab.kube_inventory_file),
+            "KUBECONFIG": str(lab.kube().kubeconfig)} if lab.kube_enabled() else {}),
+    }
+
+
+def kube_inventory(lab: Lab) -> dict[str, Any]:
+    """The Kubernetes tier as a site: the same services, reached as pods by label
+    selector, so a pod recreated under a new name is still the target."""
+    from chaos.lab.kubetopology import selector_target
+
+    kube = lab.kube()
+    galera = kube.galera()
+    secrets = lab.root / "secrets"
+    controllers = []
+    for node in kube.controllers:
+        controllers.append({
+            "name": node.name,
+            "address": node.address,
+            "galera": {
+                "port": galera.port,
+                "target": selector_target("galera", node.name, "mariadb"),
+                "datadir": str(galera.datadir(node.name)),
+                "config": str(galera.config_file(node.name)),
+                "pidfile": str(galera.pid_file(node.name)),
+                "start": shlex.join(galera.node_argv(node.name)),
+            },
+        })
+    return {
+        "name": "lab-kube",
+        "kind": "kubernetes",
+        "credentials": {
+            "db": {"user": lab.secrets().db_user,
+                   "password": {"file": str(secrets / "db-password")}},
+            "rabbitmq": {"user": lab.secrets().rabbit_user,
+                         "password": {"file": str(secrets / "rabbitmq-password")}},
+            "erlang_cookie": {"file": str(secrets / "erlang-cookie")},
+        },
+        "kubernetes": {"kubeconfig": str(kube.kubeconfig)},
+        "controllers": controllers,
     }

@@ -20,13 +20,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from chaos.errors import HarnessError, LabError
 from chaos.lab.model import Check, Component, Host, LabSecrets
 from chaos.lab.procs import Daemon
+
+if TYPE_CHECKING:
+    from chaos.lab.kube import KubeLab
 
 DEFAULT_ROOT = Path("/var/lib/chaos-lab")
 CONTROLLERS = [Host("ctl1", "127.0.0.11"), Host("ctl2", "127.0.0.12"), Host("ctl3", "127.0.0.13")]
@@ -58,6 +61,8 @@ class Lab:
         self.root = root or lab_root()
         self.state_file = self.root / "lab.json"
         self.inventory_file = self.root / "inventory.yaml"
+        # the Kubernetes tier's site: the same services, as pods (``lab up --kube``)
+        self.kube_inventory_file = self.root / "inventory-kube.yaml"
         self._state_lock = threading.Lock()
         self._state: dict[str, Any] = {}
 
@@ -66,7 +71,23 @@ class Lab:
     def secrets(self) -> LabSecrets:
         return LabSecrets.load_or_create(self.root)
 
-    def components(self) -> list[Component]:
+    def kube_enabled(self) -> bool:
+        state = self.read_state()
+        return bool(state and state.get("kube"))
+
+    def kube(self) -> KubeLab:
+        from chaos.lab.kube import KubeLab
+
+        return KubeLab(self.root / "kube", self.secrets())
+
+    def components(self, *, kube: bool | None = None) -> list[Component]:
+        """The process lab's components, and the Kubernetes tier's when it is (to be) up."""
+        parts = self._process_components()
+        if self.kube_enabled() if kube is None else kube:
+            parts.append(self.kube())
+        return parts
+
+    def _process_components(self) -> list[Component]:
         # imported here so `chaos inventory check` and unit tests need none of the lab
         from chaos.lab.compute import ComputeHost, ComputeLab
         from chaos.lab.galera import GaleraLab
@@ -148,30 +169,46 @@ class Lab:
 
     # -- up / down / status -----------------------------------------------------------
 
-    def up(self) -> UpResult:
+    def up(self, *, kube: bool = False) -> UpResult:
+        """Bring the lab up from nothing; with ``kube``, the Kubernetes tier too (added
+        to a running lab when only it is missing)."""
         start = time.monotonic()
+        if kube and not self.kube_enabled():
+            from chaos.lab import kubebuild
+
+            problems = kubebuild.preflight()
+            if problems:
+                raise LabError(problems[0])
+            # the one-time build (~17 min cold) runs before any daemon, outside up's timeout
+            kubebuild.ensure_binaries()
         with self._locked():
             state = self.read_state()
             if state is not None:
                 dead = [d.name for d in self.daemons(state) if not d.alive()]
                 if state.get("phase") == "up" and not dead:
+                    if kube and not state.get("kube"):
+                        self._state = state
+                        self._add_kube()
+                        return UpResult(False, time.monotonic() - start, self.inventory_file)
                     return UpResult(True, time.monotonic() - start, self.inventory_file)
                 why = f"{len(dead)} lab processes gone" if dead else "an 'up' never finished"
                 raise LabError(
                     f"stale lab directory {self.root} from a crashed run ({why}); "
                     "run 'chaos lab down' first"
                 )
-            components = self.components()
+            components = self.components(kube=kube)
             problems = [p for c in components for p in c.preflight()]
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise LabError(problems[0] + more)
             self._state = {"version": STATE_VERSION, "phase": "starting",
-                           "started": time.time(), "daemons": []}
+                           "started": time.time(), "daemons": [], "kube": kube}
             self._write_state()
             try:
                 self._up_all(components)
                 self.write_inventory()
+                if kube:
+                    self.write_kube_inventory()
             except BaseException:
                 self._down_all(components, self._state)
                 self._clear()
@@ -185,6 +222,29 @@ class Lab:
             self._state["up_seconds"] = round(time.monotonic() - start, 2)
             self._write_state()
         return UpResult(False, time.monotonic() - start, self.inventory_file)
+
+    def _add_kube(self) -> None:
+        """The Kubernetes tier beside a running process lab; torn down again if it fails."""
+        component = self.kube()
+        problems = component.preflight()
+        if problems:
+            raise LabError(problems[0])
+        self._state["kube"] = True
+        self._write_state()
+        try:
+            self._up_all([component])
+            self.write_kube_inventory()
+            self._state["daemons"] = [d for d in self._state["daemons"]
+                                      if Daemon.from_json({k: v for k, v in d.items()
+                                                           if k != "component"}).alive()]
+        except BaseException:
+            component.down(self.daemons(self._state, component.name))
+            self._state["daemons"] = [d for d in self._state["daemons"]
+                                      if d["component"] != component.name]
+            self._state["kube"] = False
+            self._write_state()
+            raise
+        self._write_state()
 
     def _up_all(self, components: list[Component]) -> None:
         with ThreadPoolExecutor(max_workers=len(components)) as pool:
@@ -258,6 +318,16 @@ class Lab:
                        + yaml.safe_dump(data, sort_keys=False))
         os.replace(tmp, self.inventory_file)
         return self.inventory_file
+
+    def write_kube_inventory(self) -> Path:
+        from chaos.lab.inventory import kube_inventory
+
+        data = kube_inventory(self)
+        tmp = self.kube_inventory_file.with_suffix(".tmp")
+        tmp.write_text("# written by 'chaos lab up --kube': the lab's services as pods\n"
+                       + yaml.safe_dump(data, sort_keys=False))
+        os.replace(tmp, self.kube_inventory_file)
+        return self.kube_inventory_file
 
     def env(self) -> str:
         """Shell assignments for ``eval "$(chaos lab env)"``."""

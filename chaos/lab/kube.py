@@ -1,0 +1,523 @@
+"""The lab's Kubernetes tier (``chaos lab up --kube``): a real control plane on loopback.
+
+etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager, kube-scheduler and
+one kubelet per node, each kubelet on a private dockerd — Kubernetes 1.20.2 built from
+Debian's source package by :mod:`chaos.lab.kubebuild`. The nodes are the seed's hosts
+on addresses of their own (127.0.1.x), so the process lab (127.0.0.x) runs beside it.
+
+What this machine forces, and how it is met (LAB-NOTES has the measurements):
+
+* No CAP_SYS_RESOURCE: a negative ``oom_score_adj`` is refused, and the kubelet gives
+  system-critical containers -998. Each node's dockerd runs containers through a runc
+  wrapper that clamps the value to 0 in the bundle's config.json. The kubelet and
+  dockerd are told not to lower their own scores either.
+* No registry: images are ``docker import``\\ ed locally — the pod sandbox from pause.c,
+  and a base image of empty directories whose pods mount the host's /usr and /etc
+  read-only (``imagePullPolicy: Never``).
+* Nothing may leave 127.0.0.0/8: pods use host networking only, every Service is
+  headless (no cluster IP is ever allocated), no kube-proxy runs, kubelets do not write
+  iptables chains, and the service range the apiserver insists on lies in loopback.
+* Several kubelets on one kernel: each has its own root dir, dockershim socket, ports
+  on its node address and dockerd (a kubelet garbage-collects every pod container it
+  finds on its runtime, so two kubelets must never share one).
+
+The lab authenticates every component with one generated bearer token (mode 600 under
+the lab's secrets); kubelets allow the apiserver's exec requests without client
+certificates. Acceptable on a single-user lab, never on a site.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets as _secrets
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chaos.lab.galera import GaleraLab
+
+from chaos.errors import LabError
+from chaos.lab import kubebuild, kubetopology, procs
+from chaos.lab.model import Check, Host, LabSecrets, Register
+from chaos.lab.procs import Daemon
+from chaos.wait import wait_for
+
+API_ADDRESS = "127.0.0.30"
+API_PORT = 6443
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+KUBELET_PORT = 10250
+KUBELET_HEALTHZ_PORT = 10248
+# the apiserver insists on a service range; nothing is ever sent there (headless
+# Services only, no kube-proxy), and it lies in loopback all the same
+SERVICE_RANGE = "127.0.100.0/24"
+PAUSE_IMAGE = "chaos/pause:lab"
+BASE_IMAGE = "chaos/base:lab"
+NAMESPACE = "openstack"
+UP_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class KubeNode:
+    name: str
+    address: str
+    role: str  # "controller" or "compute"
+
+
+NODES = [
+    KubeNode("ctl1", "127.0.1.11", "controller"),
+    KubeNode("ctl2", "127.0.1.12", "controller"),
+    KubeNode("ctl3", "127.0.1.13", "controller"),
+    KubeNode("cmp1", "127.0.1.21", "compute"),
+]
+
+RUNC_CLAMP = """#!/bin/sh
+# written by chaos.lab.kube: this machine refuses a negative oom_score_adj (no
+# CAP_SYS_RESOURCE) and the kubelet asks -998 for system-critical containers.
+# Clamp it to 0 in the bundle runc is about to create, then be runc.
+prev=
+for arg in "$@"; do
+  case "$prev" in
+    --bundle|-b) sed -i -E 's/"oomScoreAdj":-[0-9]+/"oomScoreAdj":0/' "$arg/config.json" ;;
+  esac
+  prev=$arg
+done
+exec runc "$@"
+"""
+
+
+def _tar(files: dict[str, tuple[bytes, int]], folders: list[str],
+         links: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in folders:
+            info = tarfile.TarInfo(folder)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if folder == "tmp" else 0o755
+            tar.addfile(info)
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def base_rootfs() -> bytes:
+    """Empty directories: pods mount the host's /usr and /etc read-only (usr-merged
+    Debian: /bin, /sbin and /lib are links into /usr)."""
+    return _tar({}, ["usr", "etc", "run", "tmp", "proc", "sys", "dev", "root", "var",
+                     "var/lib", "var/log", "chaos"],
+                {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64",
+                 "var/run": "../run"})
+
+
+class KubeLab:
+    """The control plane and its nodes, as a lab component."""
+
+    name = "kube"
+
+    def __init__(self, root: Path, secrets: LabSecrets,
+                 nodes: list[KubeNode] | None = None) -> None:
+        self.root = root
+        self.secrets = secrets
+        self.nodes = nodes or NODES
+        self.bin = kubebuild.bin_dir()
+
+    @property
+    def controllers(self) -> list[KubeNode]:
+        return [n for n in self.nodes if n.role == "controller"]
+
+    def galera(self) -> GaleraLab:
+        """The Galera nodes the pods run: the process lab's code, at kube addresses."""
+        from chaos.lab.galera import GaleraLab
+
+        return GaleraLab(self.root / "galera", [Host(n.name, n.address)
+                                                for n in self.controllers], self.secrets)
+
+    @property
+    def scripts(self) -> Path:
+        return self.root / "scripts"
+
+    # -- paths --------------------------------------------------------------------
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "admin.kubeconfig"
+
+    @property
+    def api_url(self) -> str:
+        return f"https://{API_ADDRESS}:{API_PORT}"
+
+    def node_dir(self, node: str) -> Path:
+        return self.root / "nodes" / node
+
+    def docker_socket(self, node: str) -> str:
+        return f"unix://{self.node_dir(node) / 'docker.sock'}"
+
+    def dockerd_pidfile(self, node: str) -> Path:
+        return self.node_dir(node) / "docker.pid"
+
+    def token(self) -> str:
+        path = self.root.parent / "secrets" / "kube-token"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        value = _secrets.token_urlsafe(24)
+        path.write_text(value + "\n")
+        return value
+
+    @property
+    def token_file(self) -> Path:
+        return self.root.parent / "secrets" / "kube-token"
+
+    # -- preflight ----------------------------------------------------------------
+
+    def preflight(self) -> list[str]:
+        problems = kubebuild.preflight()
+        for binary, package in (("/usr/bin/etcd", "etcd-server"), ("/usr/bin/openssl", "openssl"),
+                                ("/usr/sbin/dockerd", "docker.io"), ("/usr/sbin/runc", "runc")):
+            if not Path(binary).exists():
+                problems.append(f"kube: {binary} missing (install {package})")
+        for port in (API_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT):
+            if procs.port_in_use(API_ADDRESS, port):
+                problems.append(f"kube: {API_ADDRESS}:{port} already in use")
+        for node in self.nodes:
+            for port in (KUBELET_PORT, KUBELET_HEALTHZ_PORT):
+                if procs.port_in_use(node.address, port):
+                    problems.append(f"kube: {node.address}:{port} already in use")
+        problems += [f"kube {p}" for p in self.galera().preflight()]
+        return problems
+
+    # -- up -----------------------------------------------------------------------
+
+    def up(self, register: Register) -> None:
+        problems = self.preflight()
+        if problems:
+            raise LabError(problems[0])
+        kubebuild.ensure_binaries()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_pki()
+        self._start_etcd(register)
+        self._start_apiserver(register)
+        for node in self.nodes:
+            self._start_dockerd(node, register)
+        self._start_controllers(register)
+        for node in self.nodes:
+            self._wait_docker(node)
+            self._import_images(node)
+            self._start_kubelet(node, register)
+        self._wait_nodes_ready()
+        self._deploy_galera(register)
+
+    def api(self) -> Any:
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+
+    def _deploy_galera(self, register: Register) -> None:
+        galera = self.galera()
+        galera.prepare(register)
+        names = [n.name for n in self.controllers]
+        # the first pod bootstraps the cluster from the template's state, once
+        (galera.node_dir(names[0]) / "bootstrap-once").touch()
+        kubetopology.write_scripts(self.scripts)
+        objects = kubetopology.galera_objects(
+            names, image=BASE_IMAGE, scripts=self.scripts,
+            node_dir={n: galera.node_dir(n) for n in names},
+            config={n: galera.config_file(n) for n in names},
+            pidfile={n: galera.pid_file(n) for n in names},
+            log={n: galera.log_file(n) for n in names},
+            socket={n: galera.socket_path(n) for n in names})
+        kubetopology.create_namespace(self.api())
+        # one node at a time, as the process lab does: a joiner that finds nobody gives
+        # up, and two joiners arriving together churn through non-Primary views
+        for name in names:
+            kubetopology.apply(self.api(), [o for o in objects
+                                            if o["metadata"]["name"] == f"galera-{name}"])
+            self._wait_deployment(f"galera-{name}", timeout=120)
+        kubetopology.apply(self.api(), [o for o in objects if o["metadata"]["name"] == "galera"])
+        galera._create_account(names[0])
+        for check in galera.status():
+            if not check.ok:
+                raise LabError(f"kube {check.component} unhealthy after up: {check.detail}")
+
+    def deployment_states(self) -> dict[str, tuple[int, int]]:
+        from kubernetes import client
+
+        apps: Any = client.AppsV1Api(self.api())
+        listed = apps.list_namespaced_deployment(
+            kubetopology.NAMESPACE, _request_timeout=5)
+        return {d.metadata.name: (int(d.status.available_replicas or 0), int(d.spec.replicas))
+                for d in listed.items}
+
+    def _wait_deployment(self, name: str, *, timeout: float) -> None:
+        def available() -> tuple[bool, str]:
+            ready, want = self.deployment_states().get(name, (0, 1))
+            return ready >= want, f"{ready}/{want} available"
+
+        wait_for(available, what=f"deployment {name} available", timeout=timeout,
+                 interval=0.5, progress=False)
+
+    def _write_pki(self) -> None:
+        self.pki.mkdir(parents=True, exist_ok=True)
+        self.pki.chmod(0o700)
+        token = self.token()
+        tokens = self.pki / "tokens.csv"
+        tokens.touch(mode=0o600)
+        tokens.write_text(f'{token},chaos-lab,chaos-lab,"system:masters"\n')
+        key = self.pki / "sa.key"
+        if not key.exists():
+            procs.run(["openssl", "genrsa", "-out", str(key), "2048"], timeout=30)
+            procs.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out",
+                       str(self.pki / "sa.pub")], timeout=30)
+        self.kubeconfig.touch(mode=0o600)
+        self.kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: chaos-lab
+  cluster:
+    server: {self.api_url}
+    insecure-skip-tls-verify: true
+users:
+- name: chaos-lab
+  user:
+    tokenFile: {self.token_file}
+contexts:
+- name: chaos-lab
+  context: {{cluster: chaos-lab, user: chaos-lab}}
+current-context: chaos-lab
+""")
+
+    def _spawn(self, register: Register, name: str, argv: list[str], *,
+               pidfile: Path | None = None) -> Daemon:
+        daemon = procs.spawn(name, argv, log=self.root / "log" / f"{name}.log", pidfile=pidfile)
+        register(daemon)
+        return daemon
+
+    def _start_etcd(self, register: Register) -> None:
+        client = f"http://{API_ADDRESS}:{ETCD_CLIENT_PORT}"
+        peer = f"http://{API_ADDRESS}:{ETCD_PEER_PORT}"
+        self._spawn(register, "kube-etcd", [
+            "/usr/bin/etcd", "--name", "chaos-lab", "--data-dir", str(self.root / "etcd"),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"chaos-lab={peer}", "--log-level", "warn",
+        ])  # fmt: skip
+        self._wait_port(API_ADDRESS, ETCD_CLIENT_PORT, "etcd", timeout=30)
+
+    def _start_apiserver(self, register: Register) -> None:
+        self._spawn(register, "kube-apiserver", [
+            str(self.bin / "kube-apiserver"),
+            "--etcd-servers", f"http://{API_ADDRESS}:{ETCD_CLIENT_PORT}",
+            "--bind-address", API_ADDRESS, "--advertise-address", API_ADDRESS,
+            "--secure-port", str(API_PORT), "--insecure-port", "0",
+            "--cert-dir", str(self.pki),
+            "--token-auth-file", str(self.pki / "tokens.csv"),
+            "--authorization-mode", "RBAC",
+            "--service-account-key-file", str(self.pki / "sa.pub"),
+            "--service-account-signing-key-file", str(self.pki / "sa.key"),
+            "--service-account-issuer", self.api_url,
+            "--service-cluster-ip-range", SERVICE_RANGE,
+            "--allow-privileged", "true",
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--endpoint-reconciler-type", "none",
+            "--v", "1",
+        ])  # fmt: skip
+        self._wait_api(timeout=90)
+
+    def _start_controllers(self, register: Register) -> None:
+        common = ["--kubeconfig", str(self.kubeconfig), "--leader-elect=false",
+                  "--port", "0", "--bind-address", API_ADDRESS, "--v", "1"]
+        self._spawn(register, "kube-controller-manager", [
+            str(self.bin / "kube-controller-manager"), *common, "--secure-port", "10257",
+            "--service-account-private-key-file", str(self.pki / "sa.key"),
+            "--use-service-account-credentials=false", "--allocate-node-cidrs=false",
+            # a quiet single-machine lab: notice a dead node in 20 s, not 40 s
+            "--node-monitor-grace-period", "20s", "--pod-eviction-timeout", "30s",
+        ])  # fmt: skip
+        self._spawn(register, "kube-scheduler", [
+            str(self.bin / "kube-scheduler"), *common, "--secure-port", "10259",
+        ])
+
+    def dockerd_argv(self, node: KubeNode) -> list[str]:
+        home = self.node_dir(node.name)
+        return [
+            "/usr/sbin/dockerd", "--host", self.docker_socket(node.name),
+            "--data-root", str(home / "d"), "--exec-root", str(home / "x"),
+            "--pidfile", str(self.dockerd_pidfile(node.name)),
+            "--config-file", str(home / "daemon.json"),
+            "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+            "--storage-driver=vfs", "--cgroup-parent", f"chaos-kube-{node.name}",
+            "--add-runtime", f"chaos-runc={self.root / 'bin' / 'runc-clamp'}",
+            "--default-runtime", "chaos-runc",
+            "--oom-score-adjust", "0", "--shutdown-timeout", "2", "--log-level", "warn",
+        ]  # fmt: skip
+
+    def _start_dockerd(self, node: KubeNode, register: Register) -> None:
+        home = self.node_dir(node.name)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "daemon.json").write_text("{}\n")
+        wrapper = self.root / "bin" / "runc-clamp"
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        wrapper.write_text(RUNC_CLAMP)
+        wrapper.chmod(0o755)
+        self._spawn(register, f"kube-dockerd-{node.name}", self.dockerd_argv(node),
+                    pidfile=self.dockerd_pidfile(node.name))
+
+    def docker(self, node: str, *args: str, timeout: float = 30.0,
+               check: bool = True) -> CompletedProcess[str]:
+        return procs.run(["docker", "--host", self.docker_socket(node), *args],
+                         timeout=timeout, check=check)
+
+    def _wait_docker(self, node: KubeNode) -> None:
+        def answers() -> tuple[bool, str]:
+            result = self.docker(node.name, "version", "--format", "{{.Server.Version}}",
+                                 timeout=5, check=False)
+            return result.returncode == 0, (result.stdout or result.stderr).strip()
+
+        wait_for(answers, what=f"dockerd of {node.name}", timeout=60, interval=0.3,
+                 progress=False)
+
+    def _import_images(self, node: KubeNode) -> None:
+        images = self.root / "images"
+        images.mkdir(exist_ok=True)
+        pause_tar = images / "pause.tar"
+        if not pause_tar.exists():
+            pause = (self.bin / "pause").read_bytes()
+            pause_tar.write_bytes(_tar({"pause": (pause, 0o755)}, [], {}))
+            (images / "base.tar").write_bytes(base_rootfs())
+        self.docker(node.name, "image", "import", "--change", 'ENTRYPOINT ["/pause"]',
+                    str(pause_tar), PAUSE_IMAGE)
+        self.docker(node.name, "image", "import", str(images / "base.tar"), BASE_IMAGE)
+
+    def kubelet_argv(self, node: KubeNode) -> list[str]:
+        home = self.node_dir(node.name)
+        shim = f"unix://{home / 'dockershim.sock'}"
+        return [
+            str(self.bin / "kubelet"),
+            "--kubeconfig", str(self.kubeconfig),
+            "--hostname-override", node.name, "--node-ip", node.address,
+            "--address", node.address, "--port", str(KUBELET_PORT), "--read-only-port", "0",
+            "--healthz-bind-address", node.address, "--healthz-port", str(KUBELET_HEALTHZ_PORT),
+            "--root-dir", str(home / "kubelet"), "--cert-dir", str(home / "pki"),
+            "--container-runtime", "docker", "--docker-endpoint", self.docker_socket(node.name),
+            "--remote-runtime-endpoint", shim, "--remote-image-endpoint", shim,
+            "--experimental-dockershim-root-directory", str(home / "dockershim"),
+            "--pod-infra-container-image", PAUSE_IMAGE,
+            "--node-labels", f"chaos.lab/role={node.role}",
+            "--cgroup-driver", "cgroupfs", "--cgroups-per-qos=false",
+            "--enforce-node-allocatable=", "--eviction-hard=", "--fail-swap-on=false",
+            "--image-gc-high-threshold", "100", "--image-gc-low-threshold", "99",
+            "--oom-score-adj", "0", "--make-iptables-util-chains=false",
+            "--hairpin-mode", "none", "--volume-plugin-dir", str(home / "volume-plugins"),
+            "--anonymous-auth=true", "--authorization-mode", "AlwaysAllow",
+            "--node-status-update-frequency", "4s", "--sync-frequency", "10s",
+            "--v", "1",
+        ]  # fmt: skip
+
+    def _start_kubelet(self, node: KubeNode, register: Register) -> None:
+        self._spawn(register, f"kubelet-{node.name}", self.kubelet_argv(node))
+
+    # -- waits --------------------------------------------------------------------
+
+    def _wait_port(self, address: str, port: int, what: str, *, timeout: float) -> None:
+        wait_for(lambda: (procs.port_open(address, port, timeout=0.3), "not listening"),
+                 what=f"{what} on {address}:{port}", timeout=timeout, interval=0.2,
+                 progress=False)
+
+    def core(self) -> Any:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        return client.CoreV1Api(api)
+
+    def _wait_api(self, *, timeout: float) -> None:
+        def ready() -> tuple[bool, str]:
+            core = self.core()
+            core.list_namespace(_request_timeout=3)
+            return True, "answers"
+
+        wait_for(ready, what=f"kube-apiserver at {self.api_url}", timeout=timeout,
+                 interval=0.5, progress=False)
+
+    def node_states(self) -> dict[str, str]:
+        """Node name -> "Ready", "NotReady" or "Unknown" (unschedulable marked)."""
+        found = {}
+        for item in self.core().list_node(_request_timeout=5).items:
+            ready = next((c.status for c in item.status.conditions or []
+                          if c.type == "Ready"), "Unknown")
+            state = {"True": "Ready", "False": "NotReady"}.get(ready, "Unknown")
+            if item.spec.unschedulable:
+                state += ",SchedulingDisabled"
+            found[item.metadata.name] = state
+        return found
+
+    def _wait_nodes_ready(self) -> None:
+        want = {n.name for n in self.nodes}
+
+        def ready() -> tuple[bool, dict[str, str]]:
+            states = self.node_states()
+            return all(states.get(n) == "Ready" for n in want), states
+
+        wait_for(ready, what="every kube node Ready", timeout=UP_TIMEOUT, interval=1,
+                 progress=False)
+
+    # -- status / down ------------------------------------------------------------
+
+    def status(self) -> list[Check]:
+        try:
+            states = self.node_states()
+        except Exception as exc:
+            return [Check("kube/apiserver", False, f"{type(exc).__name__}: {exc}"[:200])]
+        checks = [Check("kube/apiserver", True, f"{self.api_url} answers")]
+        for node in self.nodes:
+            state = states.get(node.name, "absent")
+            checks.append(Check(f"kube/node/{node.name}", state == "Ready", state))
+        deployments = self.deployment_states()
+        for name, (ready, want) in sorted(deployments.items()):
+            checks.append(Check(f"kube/deployment/{name}", ready >= want,
+                                f"{ready}/{want} available"))
+        checks += [Check(f"kube/{c.component}", c.ok, c.detail) for c in self.galera().status()]
+        return checks
+
+    def down(self, daemons: list[Daemon]) -> None:
+        # kubelets first, so nothing restarts the containers taken away next
+        order = sorted(daemons, key=lambda d: (not d.name.startswith("kubelet"),
+                                               d.name.startswith("kube-dockerd"),
+                                               d.name == "kube-etcd"))
+        for daemon in order:
+            if daemon.name.startswith("kube-dockerd"):
+                node = daemon.name.removeprefix("kube-dockerd-")
+                self._remove_containers(node)
+            left = procs.stop(daemon.pids(), timeout=15)
+            if left:
+                raise LabError(f"{daemon.name} did not stop (pids {left})")
+        # a mariadbd a fault's revert or a recovery started in a pod dies with the
+        # container; one started anywhere else from this root would not
+        strays = self.galera().stray_pids()
+        if procs.stop(strays, timeout=5):
+            raise LabError(f"kube galera: processes {strays} survived SIGKILL")
+
+    def _remove_containers(self, node: str) -> None:
+        listed = self.docker(node, "ps", "-aq", timeout=15, check=False)
+        ids = listed.stdout.split() if listed.returncode == 0 else []
+        if ids:
+            self.docker(node, "rm", "-f", *ids, timeout=60, check=False)
+
+    def env(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
