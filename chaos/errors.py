@@ -45,3 +45,7 @@ class RecoveryError(HarnessError):
 
 class ProbeTimeout(HarnessError):
     """A wait ran out of time; the message says what was last observed."""
+
+
+class DryRunViolation(HarnessError):
+    """In a dry run, something tried to reach the site instead of showing its plan."""

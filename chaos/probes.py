@@ -7,6 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from chaos.dryrun import refuse
 from chaos.errors import ConfigError
 from chaos.inventory import Compute, Controller, Site
 from chaos.lab.compute import _STATE_NAMES as STATE_NAMES
@@ -41,6 +42,7 @@ class GaleraView:
 
 
 def galera(site: Site, *, timeout: float = 3.0) -> GaleraView:
+    refuse("probing Galera")
     nodes = [c for c in site.controllers if c.galera]
     user = site.credentials.db.user
     password = site.credentials.db.password.reveal()
@@ -106,6 +108,7 @@ class RabbitView:
 
 
 def rabbitmq(site: Site, *, timeout: float = 3.0, queues: bool = True) -> RabbitView:
+    refuse("probing RabbitMQ")
     nodes = [c for c in site.controllers if c.rabbitmq]
     user = site.credentials.rabbitmq.user
     password = site.credentials.rabbitmq.password.reveal()
@@ -132,6 +135,7 @@ def rabbitmq(site: Site, *, timeout: float = 3.0, queues: bool = True) -> Rabbit
 def domains(site: Site, host_name: str, *, timeout: float = 5.0) -> list[DomainIdentity]:
     """Every domain of a compute host, with its qemu pid and start time read on the host
     itself (through its target), so it works as well over ssh as on the lab."""
+    refuse(f"listing the domains of {host_name}")
     host = site.host(host_name)
     if not isinstance(host, Compute) or host.libvirt is None:
         raise ConfigError(f"host {host_name} has no libvirt in the inventory")

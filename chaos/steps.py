@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from chaos.dryrun import refuse
 from chaos.errors import ConfigError
 from chaos.targets import CommandResult, for_url
 from chaos.targets.base import quote
@@ -45,6 +46,7 @@ class Step:
         return cls(**data)
 
     def execute(self, site: Site | None) -> CommandResult:
+        refuse(f"the step `{self.command}` on {self.target}")
         target = for_url(self.target, site)
         if self.action is not None:
             act = getattr(target, "act", None)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO, TypeVar
 
+from chaos.dryrun import refuse
 from chaos.errors import ProbeTimeout
 
 T = TypeVar("T")
@@ -58,6 +59,8 @@ def wait_for(
     A live progress line goes to the terminal when there is one (``progress=None``).
     """
     __tracebackhide__ = True
+    # in a dry run, waits are shown by chaos.expect; one that gets here would probe
+    refuse(f"waiting for {what}")
     with _terminal(progress) as out:
         return _poll(probe, what, timeout, interval, out)
 

@@ -7,6 +7,7 @@ import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from chaos.dryrun import refuse
 from chaos.errors import EnvironmentProblem, HarnessError
 
 
@@ -62,6 +63,7 @@ class Target(ABC):
 
     def run(self, command: str, *args: object, timeout: float = 30.0) -> CommandResult:
         """Run a shell command (``%s`` placeholders are filled with quoted ``args``)."""
+        refuse(f"running a command on {self.url}")
         return self._run(quote(command, *args) if args else command, timeout)
 
     def check(self, command: str, *args: object, timeout: float = 30.0) -> str:
