@@ -195,10 +195,14 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
         f"--junitxml={report_dir / 'junit.xml'}",
         f"--chaos-report-dir={report_dir}",
         "-o", "junit_family=xunit2",
+        *(["--dry-run"] if args.dry_run else []),
         *pytest_args,
     ]
     code = int(pytest.main(argv))
-    verdict = {0: "all scenarios passed", 1: "a scenario FAILED"}.get(code, "run did not complete")
+    verdicts = ({0: "every scenario planned, nothing acted on (dry run)",
+                 1: "a scenario could NOT be planned (dry run)"} if args.dry_run else
+                {0: "all scenarios passed", 1: "a scenario FAILED"})
+    verdict = verdicts.get(code, "run did not complete")
     from chaos import report
 
     html = report.build(report_dir, title=f"{inventory} {time.strftime('%Y-%m-%d %H:%M')}")
@@ -230,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inventory", help="site inventory (default: the running lab's)")
     run.add_argument("--lab", action="store_true", help="run against the running local lab")
     run.add_argument("--report-dir", help="where the report goes (default reports/<time>)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the whole plan of each selected scenario, act on nothing")
     fault = sub.add_parser("fault", help="inject one fault and leave it in place (undo: heal)")
     fault.add_argument("kind", help="kill, stop, freeze, partition, power-off, wipe, "
                        "kill-container, kill-docker, fill-disk, delete-pod")

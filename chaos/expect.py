@@ -2,20 +2,27 @@
 
 Every wait goes through :func:`chaos.wait.wait_for` (bounded, reports what it last saw)
 and journals what it observed, so the timeline shows when the site degraded and when it
-was whole again.
+was whole again. Claims about outcomes go through :func:`check`.
+
+In a dry run (:mod:`chaos.dryrun`) nothing here probes: each wait adds "wait for <what>,
+up to <timeout>s" to the plan and returns an empty value of its type, and each check
+adds "check: <claim>" without evaluating it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from chaos import probes
+from chaos import dryrun, probes
 from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.probes import DomainIdentity
 from chaos.wait import wait_for
 from chaos.workload import Ledger as OpLedger
+
+T = TypeVar("T")
 
 
 def _observe(journal: Journal | None, name: str, **data: Any) -> None:
@@ -23,19 +30,52 @@ def _observe(journal: Journal | None, name: str, **data: Any) -> None:
         journal.event(name, **data)
 
 
+def _wait(probe: Callable[[], tuple[bool, T]], *, what: str, timeout: float, empty: T,
+          interval: float = 0.25) -> tuple[T, bool]:
+    """``wait_for``; in a dry run, the wait in words and ``empty`` in place of what it
+    would have observed. Also says whether it really waited (only then is it journaled)."""
+    __tracebackhide__ = True
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        rehearsal.step(f"wait for {what}, up to {timeout:g}s")
+        return empty, False
+    return wait_for(probe, what=what, timeout=timeout, interval=interval), True
+
+
+def check(description: str, predicate: Callable[[], bool],
+          detail: Callable[[], str] | None = None, *, journal: Journal | None = None) -> None:
+    """A scenario's claim about an outcome, e.g. "the bootstrap node is not ctl1".
+
+    Evaluated here, lazily: fails with ``AssertionError(description: detail)`` when the
+    predicate is false, and journals a ``check`` event. A dry run cannot know outcomes:
+    it adds "check: <description>" to the plan and evaluates nothing.
+    """
+    __tracebackhide__ = True
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        rehearsal.step(f"check: {description}")
+        return
+    ok = bool(predicate())
+    _observe(journal, "check", what=description, ok=ok)
+    if not ok:
+        raise AssertionError(description + (f": {detail()}" if detail is not None else ""))
+
+
 def galera_quorum(site: Site, members: list[str], *, journal: Journal | None = None,
                   timeout: float = 60.0) -> probes.GaleraView:
     """``members`` form the Primary component, size == len(members)."""
     __tracebackhide__ = True
 
-    def check() -> tuple[bool, probes.GaleraView]:
+    def look() -> tuple[bool, probes.GaleraView]:
         view = probes.galera(site)
         ok = all((s := view.states.get(m)) is not None and s.status == "Primary"
                  and s.size == len(members) for m in members)
         return ok, view
 
-    view = wait_for(check, what=f"Galera quorum of {', '.join(members)}", timeout=timeout)
-    _observe(journal, "degraded", service="galera", view=view.describe())
+    view, seen = _wait(look, what=f"Galera quorum of {', '.join(members)}", timeout=timeout,
+                       empty=probes.GaleraView({}, {}))
+    if seen:
+        _observe(journal, "degraded", service="galera", view=view.describe())
     return view
 
 
@@ -43,13 +83,15 @@ def galera_non_primary(site: Site, node: str, *, journal: Journal | None = None,
                        timeout: float = 60.0) -> probes.GaleraView:
     __tracebackhide__ = True
 
-    def check() -> tuple[bool, probes.GaleraView]:
+    def look() -> tuple[bool, probes.GaleraView]:
         view = probes.galera(site)
         state = view.states.get(node)
         return state is not None and state.status != "Primary", view
 
-    view = wait_for(check, what=f"{node} to leave the Primary component", timeout=timeout)
-    _observe(journal, "degraded", service="galera", view=view.describe())
+    view, seen = _wait(look, what=f"{node} to leave the Primary component", timeout=timeout,
+                       empty=probes.GaleraView({}, {}))
+    if seen:
+        _observe(journal, "degraded", service="galera", view=view.describe())
     return view
 
 
@@ -57,12 +99,14 @@ def galera_healthy(site: Site, *, journal: Journal | None = None,
                    timeout: float = 120.0) -> probes.GaleraView:
     __tracebackhide__ = True
 
-    def check() -> tuple[bool, probes.GaleraView]:
+    def look() -> tuple[bool, probes.GaleraView]:
         view = probes.galera(site)
         return view.healthy(), view
 
-    view = wait_for(check, what="every Galera node Primary and Synced", timeout=timeout)
-    _observe(journal, "quorum", service="galera", view=view.describe())
+    view, seen = _wait(look, what="every Galera node Primary and Synced", timeout=timeout,
+                       empty=probes.GaleraView({}, {}))
+    if seen:
+        _observe(journal, "quorum", service="galera", view=view.describe())
     return view
 
 
@@ -71,16 +115,17 @@ def rabbit_running(site: Site, hosts: list[str], *, journal: Journal | None = No
     """Exactly ``hosts`` are running, as seen from each of them."""
     __tracebackhide__ = True
 
-    def check() -> tuple[bool, probes.RabbitView]:
+    def look() -> tuple[bool, probes.RabbitView]:
         view = probes.rabbitmq(site, queues=False)
         want = {view.nodes[h] for h in hosts}
         ok = all((s := view.states.get(h)) is not None and set(s.running_nodes) == want
                  for h in hosts)
         return ok, view
 
-    view = wait_for(check, what=f"RabbitMQ running on exactly {', '.join(hosts)}",
-                    timeout=timeout, interval=0.5)
-    _observe(journal, "degraded", service="rabbitmq", view=view.describe())
+    view, seen = _wait(look, what=f"RabbitMQ running on exactly {', '.join(hosts)}",
+                       timeout=timeout, interval=0.5, empty=probes.RabbitView({}, {}, {}))
+    if seen:
+        _observe(journal, "degraded", service="rabbitmq", view=view.describe())
     return view
 
 
@@ -88,14 +133,46 @@ def rabbit_healthy(site: Site, *, journal: Journal | None = None,
                    timeout: float = 120.0) -> probes.RabbitView:
     __tracebackhide__ = True
 
-    def check() -> tuple[bool, probes.RabbitView]:
+    def look() -> tuple[bool, probes.RabbitView]:
         view = probes.rabbitmq(site)
         return view.healthy(), view
 
-    view = wait_for(check, what="every RabbitMQ node running, no partition, every quorum "
-                    "queue member online", timeout=timeout, interval=0.5)
-    _observe(journal, "quorum", service="rabbitmq", view=view.describe())
+    view, seen = _wait(look, what="every RabbitMQ node running, no partition, every quorum "
+                       "queue member online", timeout=timeout, interval=0.5,
+                       empty=probes.RabbitView({}, {}, {}))
+    if seen:
+        _observe(journal, "quorum", service="rabbitmq", view=view.describe())
     return view
+
+
+def _leader(site: Site, queue: str) -> str:
+    view = probes.rabbitmq(site)
+    for state in view.states.values():
+        if state is not None and queue in state.quorum_queues:
+            return state.quorum_queues[queue].leader
+    raise AssertionError(f"queue {queue} not found: {view.describe()}")
+
+
+def queue_leader(site: Site, queue: str) -> str:
+    """The Erlang node leading quorum queue ``queue`` now. In a dry run it cannot be
+    known: the plan goes on with the first RabbitMQ node in its place, and says so."""
+    __tracebackhide__ = True
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        stand_in = next(c.rabbitmq.node for c in site.controllers if c.rabbitmq)
+        rehearsal.step(f"look up the leader of quorum queue {queue} (this plan shows "
+                       f"{stand_in} in its place; the run acts on whichever node leads)")
+        return stand_in
+    return _leader(site, queue)
+
+
+def new_queue_leader(site: Site, queue: str, old: str, *, timeout: float = 60.0) -> str:
+    """Wait until a node other than ``old`` leads quorum queue ``queue``; return it."""
+    __tracebackhide__ = True
+    leader, _ = _wait(lambda: ((x := _leader(site, queue)) != old, x),
+                      what=f"quorum queue {queue} to elect a leader other than {old}",
+                      timeout=timeout, empty="")
+    return leader
 
 
 # -- VM identity --------------------------------------------------------------------
@@ -121,6 +198,11 @@ class VmVerdict:
 
 def vm_snapshot(site: Site, hosts: list[str]) -> dict[str, DomainIdentity]:
     """Every running domain on ``hosts``, keyed by UUID."""
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        rehearsal.step(f"record every running VM on {', '.join(hosts)}: its qemu pid and "
+                       "start time, read on the host")
+        return {}
     found = {}
     for host in hosts:
         for dom in probes.domains(site, host):
@@ -131,6 +213,11 @@ def vm_snapshot(site: Site, hosts: list[str]) -> dict[str, DomainIdentity]:
 
 def vm_verdict(before: dict[str, DomainIdentity], after: dict[str, DomainIdentity],
                *, journal: Journal | None = None) -> VmVerdict:
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        rehearsal.step("oracle: each VM recorded before, now: same qemu pid and start time = "
+                       "survived, another qemu = restarted, none = died")
+        return VmVerdict([], [], [])
     survived, restarted, died = [], [], []
     for uuid, dom in before.items():
         now = after.get(uuid)
@@ -150,5 +237,6 @@ def more_acknowledged(ledger: OpLedger, more_than: int, *, what: str,
     """Wait until a workload has more than ``more_than`` acknowledged operations: proof
     that the service takes writes (again) while the scenario runs."""
     __tracebackhide__ = True
-    return wait_for(lambda: (len(ledger.acked) > more_than, len(ledger.acked)),
-                    what=f"more than {more_than} {what}", timeout=timeout)
+    count, _ = _wait(lambda: (len(ledger.acked) > more_than, len(ledger.acked)),
+                     what=f"more than {more_than} {what}", timeout=timeout, empty=more_than)
+    return count

@@ -3,7 +3,9 @@
 Planning is pure (``plan(site, kind, host, service)`` returns a :class:`Fault` whose
 steps can be printed); :class:`Faults` injects, remembers, and reverts — on success,
 failure, exception, Ctrl-C and SIGTERM alike. ``heal`` reverts whatever a dead harness
-left in the ledger. Every revert is idempotent, so healing twice is harmless.
+left in the ledger. Every revert is idempotent, so healing twice is harmless. In a dry
+run (:mod:`chaos.dryrun`) ``Faults`` shows each fault's Steps instead, blast-radius
+guard included.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal
 
+from chaos import dryrun
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
 from chaos.ledger import Ledger
@@ -45,12 +48,18 @@ class Fault:
     # which cluster members this fault takes away: {"galera": ["ctl1"], ...}
     down: dict[str, list[str]] = field(default_factory=dict)
 
+    def what(self) -> str:
+        return f"{self.kind} {self.service or 'host'} on {self.host}"
+
     def describe(self) -> str:
-        what = f"{self.kind} {self.service or 'host'} on {self.host}"
-        lines = [f"fault {self.id}: {what}", "  inject:"]
+        lines = [f"fault {self.id}: {self.what()}", "  inject:"]
         lines += [f"    {s.describe()}" for s in self.inject]
         lines += ["  revert:"] + [f"    {s.describe()}" for s in self.revert]
         return "\n".join(lines)
+
+    def describe_revert(self) -> str:
+        return "\n".join([f"revert {self.id} ({self.what()}):"]
+                         + [f"    {s.describe()}" for s in self.revert])
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "host": self.host, "service": self.service,
@@ -326,13 +335,10 @@ class Faults:
     def __init__(self, site: Site, *, inventory_path: str | None = None,
                  ledger: Ledger | None = None, allowed: dict[str, int] | None = None,
                  journal: Any = None,
-                 dry_run: Callable[[Fault], None] | None = None,
                  confirm: Callable[[Step], None] | None = None) -> None:
         self.site = site
         # runbook mode: called before every step that injects a fault
         self.confirm = confirm
-        # in a dry run each fault is planned and handed to this instead of acting
-        self.dry_run = dry_run
         self.inventory_path = inventory_path
         self.ledger = ledger or Ledger()
         self.allowed = allowed or {}
@@ -344,15 +350,21 @@ class Faults:
             self.journal.event(name, **data)
 
     def inject(self, fault: Fault, *, context: dict[str, Any] | None = None) -> Fault:
-        """Record the fault (with ``context``, e.g. the VMs seen before it), then act."""
-        if self.dry_run is not None:
-            self._event("fault.planned", fault=fault.id, plan=fault.describe())
-            self.dry_run(fault)
-            return fault
-        ledgered = [Fault.from_json(e["fault"]) for e in self.ledger.open_faults()]
+        """Record the fault (with ``context``, e.g. the VMs seen before it), then act.
+        In a dry run: the same guard, then the fault's Steps shown, nothing done."""
+        rehearsal = dryrun.active()
+        # a real run heals what the ledger holds before its first scenario: a dry run
+        # plans without it
+        ledgered = ([] if rehearsal is not None else
+                    [Fault.from_json(e["fault"]) for e in self.ledger.open_faults()])
         known = {f.id for f in self.open}
         check_blast_radius(self.site, self.open + [f for f in ledgered if f.id not in known],
                            fault, self.allowed)
+        if rehearsal is not None:
+            self.open.append(fault)
+            self._event("fault.planned", fault=fault.id, plan=fault.describe())
+            rehearsal.step(fault.describe())
+            return fault
         self.ledger.record(fault.id, {"id": fault.id, "created": time.time(),
                                       "inventory": self.inventory_path,
                                       "fault": fault.to_json(), **(context or {})})
@@ -375,7 +387,21 @@ class Faults:
     def add(self, kind: str, host: str, service: str | None = None, **kw: Any) -> Fault:
         return self.inject(plan(self.site, kind, host, service, **kw))
 
+    def execute(self, step: Step) -> None:
+        """Run one Step by hand, e.g. part of a fault's revert (in a dry run: show it)."""
+        rehearsal = dryrun.active()
+        if rehearsal is not None:
+            rehearsal.step(f"run {step.describe()}")
+            return
+        step.execute(self.site)
+
     def revert(self, fault: Fault) -> None:
+        rehearsal = dryrun.active()
+        if rehearsal is not None:
+            rehearsal.step(fault.describe_revert())
+            if fault in self.open:
+                self.open.remove(fault)
+            return
         errors = []
         for step in fault.revert:
             try:

@@ -4,6 +4,10 @@ Options (each also an ini key and an environment variable; the command line wins
 the environment, then the ini file):
   --inventory FILE   site inventory       (ini ``chaos_inventory``, env ``CHAOS_INVENTORY``)
   --lab              use the running local lab's inventory
+
+With ``--dry-run`` each scenario runs as a rehearsal (:mod:`chaos.dryrun`): its code runs,
+every building block adds its part of the plan instead of acting, the plans are printed
+in the terminal summary, and each scenario that planned cleanly is reported skipped.
 """
 
 from __future__ import annotations
@@ -11,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from chaos import dryrun
 from chaos import inventory as inv
 from chaos.errors import EXIT_UNREACHABLE, ConfigError, EnvironmentProblem, HarnessError
-from chaos.faults import Fault, Faults, heal, sigterm_raises
+from chaos.faults import Faults, heal, sigterm_raises
 from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.ledger import Ledger
@@ -29,6 +35,19 @@ INVENTORY_KEY = pytest.StashKey[Path | None]()
 SITE_KEY = pytest.StashKey[tuple[Site, Path] | HarnessError]()
 REPORT_KEY = pytest.StashKey[Path | None]()
 OPEN_FAULTS_KEY = pytest.StashKey[list[Faults]]()
+
+
+@dataclass
+class Rehearsed:
+    """One scenario of a dry run: its plan, and what kept it from planning cleanly."""
+
+    nodeid: str
+    plan: dryrun.Rehearsal = field(default_factory=dryrun.Rehearsal)
+    problems: list[str] = field(default_factory=list)
+
+
+REHEARSED_KEY = pytest.StashKey[Rehearsed]()
+PLANS_KEY = pytest.StashKey[list[Rehearsed]]()
 
 
 def resolve_inventory(explicit: str | None, *, use_lab: bool) -> Path:
@@ -60,7 +79,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lab", action="store_true", default=False,
                     help="run against the running local lab")
     group.addoption("--dry-run", action="store_true", default=False,
-                    help="plan each scenario's first fault, print its steps, act on nothing")
+                    help="print the whole plan of each selected scenario (faults, waits, "
+                    "recovery, checks, oracle) and act on nothing")
     group.addoption("--runbook", action="store_true", default=False,
                     help="pause before every destructive step, show it, wait for Enter")
     group.addoption("--yes", action="store_true", default=False,
@@ -81,6 +101,61 @@ def pytest_configure(config: pytest.Config) -> None:
     report = config.getoption("--chaos-report-dir")
     config.stash[REPORT_KEY] = Path(report) if report else None
     config.stash[OPEN_FAULTS_KEY] = []
+    config.stash[PLANS_KEY] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item,
+                            nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """In a dry run, every scenario — setup, call, teardown — runs as a rehearsal."""
+    if not item.config.getoption("--dry-run"):
+        return (yield)
+    rehearsed = item.stash[REHEARSED_KEY] = Rehearsed(item.nodeid)
+    item.config.stash[PLANS_KEY].append(rehearsed)
+    with dryrun.rehearsing(rehearsed.plan):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """The end of a rehearsed scenario plans what its end would revert (a scenario that
+    cannot be planned, e.g. past its blast radius, fails here as it would for real)."""
+    yield
+    if REHEARSED_KEY in item.stash:
+        for faults in item.config.stash[OPEN_FAULTS_KEY]:
+            faults.revert_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
+                                                                        pytest.TestReport]:
+    """A rehearsed scenario that planned cleanly is reported skipped, at its own line."""
+    report = yield
+    rehearsed = item.stash.get(REHEARSED_KEY, None)
+    if rehearsed is None:
+        return report
+    if report.failed:
+        rehearsed.problems.append(f"could not be planned ({report.when})")
+    elif report.when == "call" and report.passed:
+        path, line = item.reportinfo()[:2]
+        report.outcome = "skipped"
+        report.longrepr = (os.fspath(path), (line or 0) + 1,
+                           f"Skipped: dry run: {len(rehearsed.plan)} steps planned, "
+                           "nothing acted on")
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    plans = terminalreporter.config.stash.get(PLANS_KEY, [])
+    if not plans:
+        return
+    terminalreporter.write_sep("=", "dry run: the plan of each scenario, nothing acted on")
+    for one in plans:
+        terminalreporter.write_line("")
+        terminalreporter.write_line(one.nodeid + (f"  [{'; '.join(one.problems)}]" if one.problems
+                                                  else f"  [{len(one.plan)} steps]"), bold=True)
+        terminalreporter.write_line(one.plan.render())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -125,6 +200,13 @@ def site_path(site: Site, pytestconfig: pytest.Config) -> str:
 @pytest.fixture(scope="session", autouse=False)
 def healed_ledger(site: Site) -> None:
     """Faults a killed earlier run left open are reverted before anything else runs."""
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        left = [str(e.get("id")) for e in Ledger().open_faults()]
+        if left:
+            rehearsal.step("heal: revert the faults an earlier run left open in the ledger "
+                           f"({', '.join(left)})")
+        return
     _healed, errors = heal(lambda path: inv.load(path) if path else site, Ledger())
     if errors:
         pytest.exit("open faults from an earlier run could not be reverted: "
@@ -140,7 +222,10 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
         path.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(path, scenario=request.node.nodeid)
     journal.event("scenario.start")
-    if report is None:
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        rehearsal.journal = journal  # the plan goes into the journal, step by step
+    if report is None or rehearsal is not None:
         yield journal
     else:
         # lanes for the report's timeline: every member's state, sampled each second
@@ -162,19 +247,13 @@ def faults(request: pytest.FixtureRequest, site: Site, site_path: str, journal: 
     marker = request.node.get_closest_marker("blast_radius")
     allowed = {k: int(v) for k, v in (marker.kwargs if marker else {}).items()}
     registry = request.config.stash[OPEN_FAULTS_KEY]
-    dry_run = None
-    if request.config.getoption("--dry-run"):
-        def dry_run(fault: Fault) -> None:
-            print(fault.describe())
-            pytest.skip(f"dry run: planned {fault.id}, acted on nothing")
-
     runbook = None
-    if request.config.getoption("--runbook"):
+    if request.config.getoption("--runbook") and dryrun.active() is None:
         runbook = Runbook(journal, ask=not request.config.getoption("--yes"))
         journal.confirm = runbook
 
     with sigterm_raises(), Faults(site, inventory_path=site_path, allowed=allowed,
-                                  journal=journal, dry_run=dry_run, confirm=runbook) as active:
+                                  journal=journal, confirm=runbook) as active:
         registry.append(active)
         try:
             yield active
@@ -231,6 +310,13 @@ class Workload:
         self.writer = GaleraWriter(self.site) if galera else None
         self.publisher = RabbitPublisher(self.site) if rabbitmq else None
         started = [w for w in (self.writer, self.publisher) if w is not None]
+        rehearsal = dryrun.active()
+        if rehearsal is not None:
+            # described, never started: no thread, no connection
+            rehearsal.step("start workload: " + "; ".join(w.describe() for w in started))
+            yield self
+            rehearsal.step("stop workload")
+            return
         try:
             for w in started:
                 w.start()
@@ -265,6 +351,12 @@ class Workload:
     def assert_nothing_lost(self) -> None:
         """Every acknowledged write on every Galera node; every confirmed message there."""
         __tracebackhide__ = True
+        rehearsal = dryrun.active()
+        if rehearsal is not None:
+            for w in (self.writer, self.publisher):
+                if w is not None:
+                    rehearsal.step("oracle: " + w.promise())
+            return
         problems = []
         if self.writer is not None:
             g = self.galera_verdict()

@@ -20,6 +20,7 @@ After recovery the oracle reads every Galera node and drains the queue:
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ import pika
 import pika.exceptions
 import pymysql
 
+from chaos.dryrun import refuse
 from chaos.inventory import Site
 
 DB = "chaos_oracle"
@@ -109,6 +111,7 @@ Conn = pymysql.connections.Connection
 
 
 def _connect(ep: Endpoint, user: str, password: str) -> Conn:
+    refuse(f"connecting to Galera on {ep.name}")
     return pymysql.connect(host=ep.host, port=ep.port, user=user, password=password,
                            connect_timeout=CONNECT_TIMEOUT, read_timeout=IO_TIMEOUT,
                            write_timeout=IO_TIMEOUT, autocommit=True)
@@ -121,7 +124,7 @@ class GaleraWriter:
                  max_ops: int = 5000, max_seconds: float = 600.0) -> None:
         self.endpoints = galera_endpoints(site)
         self.user = site.credentials.db.user
-        self.password = site.credentials.db.password.reveal()
+        self._secret = site.credentials.db.password
         self.table = table
         self.interval = interval
         self.max_ops = max_ops
@@ -131,6 +134,21 @@ class GaleraWriter:
         self.run = uuid.uuid4().hex[:12]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @functools.cached_property
+    def password(self) -> str:
+        # read when first needed: a writer that only describes itself (dry run) needs none
+        return self._secret.reveal()
+
+    def describe(self) -> str:
+        return (f"Galera writer on {', '.join(ep.name for ep in self.endpoints)} (one row "
+                "per operation, round-robin over the nodes that answer)")
+
+    def promise(self) -> str:
+        """What its oracle proves, in words."""
+        return ("every acknowledged write is on every Galera node "
+                f"({', '.join(ep.name for ep in self.endpoints)}), none duplicated, no "
+                "phantom, at least one acknowledged; unknown outcomes counted apart")
 
     def prepare(self) -> None:
         """Create the oracle's table through the first node that answers."""
@@ -239,7 +257,7 @@ class RabbitPublisher:
                  max_ops: int = 5000, max_seconds: float = 600.0) -> None:
         self.endpoints = rabbit_endpoints(site)
         self.user = site.credentials.rabbitmq.user
-        self.password = site.credentials.rabbitmq.password.reveal()
+        self._secret = site.credentials.rabbitmq.password
         self.queue = queue or f"chaos-oracle-{uuid.uuid4().hex[:8]}"
         self.interval = interval
         self.max_ops = max_ops
@@ -248,7 +266,21 @@ class RabbitPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @functools.cached_property
+    def password(self) -> str:
+        return self._secret.reveal()
+
+    def describe(self) -> str:
+        return (f"RabbitMQ publisher with confirms on {', '.join(ep.name for ep in self.endpoints)}"
+                f" (persistent messages to quorum queue {self.queue}, failing over)")
+
+    def promise(self) -> str:
+        return (f"every confirmed message is consumed from {self.queue} at least once "
+                "(duplicates reported, not failed), no phantom, at least one confirmed; "
+                "unknown outcomes counted apart")
+
     def _params(self, ep: Endpoint) -> pika.ConnectionParameters:
+        refuse(f"connecting to RabbitMQ on {ep.name}")
         return pika.ConnectionParameters(
             host=ep.host, port=ep.port, credentials=pika.PlainCredentials(self.user, self.password),
             socket_timeout=CONNECT_TIMEOUT, blocked_connection_timeout=IO_TIMEOUT,

@@ -18,7 +18,8 @@ acknowledged.
    so the primary component is formed by the chosen node alone rather than re-formed by
    pc.recovery from a stale view — the plan says so.
 
-``plan`` is pure: observation in, Steps out. ``observe`` and ``execute`` act.
+``plan`` is pure: observation in, Steps out. ``observe`` and ``execute`` act. In a
+dry run all three show the procedure in words instead (``PROCEDURE``).
 """
 
 from __future__ import annotations
@@ -38,8 +39,21 @@ from chaos.inventory import Controller, Site
 from chaos.steps import ALIVE, Step, detached
 from chaos.targets import for_url
 from chaos.targets.base import quote
-from recovery.plan import Plan
+from recovery.plan import Plan, Procedure
 from recovery.plan import execute as run_plan
+
+PROCEDURE = Procedure(
+    "galera",
+    observes="every node: SQL where it answers; where it does not, grastate.dat (uuid, "
+             "seqno, safe_to_bootstrap), and mariadbd --wsrep-recover where seqno is -1",
+    decides="a Primary component with members missing: start each missing node with its "
+            "position, one at a time, to join by IST; survivors outside any Primary "
+            "component: pc.bootstrap=YES on the most advanced survivor, in place; full "
+            "outage: remove gvwstate.dat everywhere, bootstrap from the most advanced node "
+            "(highest seqno of the one cluster UUID, ties by inventory order; refused on "
+            "split history or an unknown position), then the joiners one at a time by IST, "
+            "each awaited to Synced",
+    done="every node is Primary and Synced")
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 RECOVERED = re.compile(r"Recovered position:?\s+([0-9a-f-]{36}):(-?\d+)")
@@ -147,6 +161,8 @@ def _position(site: Site, node: Controller, state: probes.GaleraState | None) ->
 
 
 def observe(site: Site) -> Observation:
+    if PROCEDURE.rehearse("observe"):
+        return Observation(probes.GaleraView({}, {}), {})
     nodes = _nodes(site)
     view = probes.galera(site)
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
@@ -181,6 +197,8 @@ def _joiner_steps(nodes: dict[str, Controller], joiners: list[str],
 
 
 def plan(site: Site, obs: Observation, *, force_node: str | None = None) -> GaleraPlan:
+    if PROCEDURE.rehearse("plan"):
+        return PROCEDURE.rehearsed(GaleraPlan)
     nodes = {n.name: n for n in _nodes(site)}
     order = list(nodes)
     if force_node is not None and force_node not in nodes:
@@ -323,11 +341,13 @@ def _condition(site: Site, condition: str) -> tuple[bool, str]:
 def execute(site: Site, plan_: Plan, *, journal: Any = None,
             confirm: Callable[[Step], None] | None = None) -> None:
     """Run the plan, then require every node Primary and Synced."""
-    run_plan(site, plan_, _condition, final="healthy:", journal=journal, confirm=confirm)
+    run_plan(site, plan_, _condition, PROCEDURE, journal=journal, confirm=confirm)
 
 
 def recover(site: Site, *, force_node: str | None = None, journal: Any = None) -> GaleraPlan:
     """Observe, plan and execute: the whole procedure, for scenarios."""
+    if PROCEDURE.rehearse("recover"):
+        return PROCEDURE.rehearsed(GaleraPlan)
     started = time.monotonic()
     the_plan = plan(site, observe(site), force_node=force_node)
     execute(site, the_plan, journal=journal)

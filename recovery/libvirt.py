@@ -5,6 +5,7 @@ process (same pid, same start time).
 Restarting VMs that died is not part of it: that is nova's decision, and a VM that had
 to be restarted is exactly what the harness exists to report. ``start_stopped_domains``
 is there for scenarios that must leave a deliberately wrong lab host as they found it.
+In a dry run the procedure is shown in words instead (``PROCEDURE``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chaos import probes
+from chaos import dryrun, probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Compute, Site
 from chaos.steps import Step
 from chaos.targets import host_target
 from chaos.targets.base import quote
 from chaos.targets.docker import parse as parse_docker
-from recovery.plan import Plan
+from recovery.plan import Plan, Procedure
 from recovery.plan import execute as run_plan
+
+PROCEDURE = Procedure(
+    "libvirt",
+    observes="on each compute: the libvirt container's state, and whether libvirt answers",
+    decides="start the libvirt container where it is not running or libvirt does not answer "
+            "(after waiting for its docker daemon), and wait until libvirt answers; VMs that "
+            "died are not restarted: that is nova's decision, and what the oracle reports",
+    done="libvirt answers on every compute and lists its domains",
+    final="all:", final_timeout=60)
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ def _docker_prefix(host: Compute) -> tuple[str, str]:
 
 
 def observe(site: Site, *, only: str | None = None) -> dict[str, HostState]:
+    if PROCEDURE.rehearse("observe", on=only):
+        return {}
     states = {}
     for host in _computes(site, only):
         prefix, name = _docker_prefix(host)
@@ -70,6 +82,8 @@ def observe(site: Site, *, only: str | None = None) -> dict[str, HostState]:
 
 
 def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None = None) -> Plan:
+    if PROCEDURE.rehearse("plan", on=force_node):
+        return PROCEDURE.rehearsed(Plan)
     result = Plan("libvirt", "healthy")
     for host in _computes(site, force_node):
         state = observed[host.name]
@@ -107,11 +121,12 @@ def _condition(site: Site, condition: str) -> tuple[bool, object]:
 
 def execute(site: Site, plan_: Plan, *, journal: Any = None,
             confirm: Callable[[Step], None] | None = None) -> None:
-    run_plan(site, plan_, _condition, final="all:", journal=journal, confirm=confirm,
-             final_timeout=60)
+    run_plan(site, plan_, _condition, PROCEDURE, journal=journal, confirm=confirm)
 
 
 def recover(site: Site, *, only: str | None = None, journal: Any = None) -> Plan:
+    if PROCEDURE.rehearse("recover", on=only):
+        return PROCEDURE.rehearsed(Plan)
     the_plan = plan(site, observe(site, only=only), force_node=only)
     execute(site, the_plan, journal=journal)
     return the_plan
@@ -122,6 +137,11 @@ def start_stopped_domains(site: Site, host_name: str) -> list[str]:
     host = site.host(host_name)
     if not isinstance(host, Compute) or host.libvirt is None:
         raise ConfigError(f"host {host_name} has no libvirt in the inventory")
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        rehearsal.step(f"start every defined VM on {host_name} that is not running (what "
+                       "nova would decide), to leave the host as it was found")
+        return []
 
     def start(conn: Any) -> list[str]:
         started = []

@@ -1,19 +1,24 @@
-"""What every recovery procedure shares: a Plan of Steps (printable before it runs) and
-one executor that journals each Step and waits for the condition it names."""
+"""What every recovery procedure shares: a Plan of Steps (printable before it runs), one
+executor that journals each Step and waits for the condition it names, and the
+procedure in words, which is what a dry run shows of it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+from chaos import dryrun
 from chaos.errors import HarnessError, RecoveryError
 from chaos.inventory import Site
 from chaos.steps import Step
 from chaos.wait import wait_for
 
 Condition = Callable[[Site, str], tuple[bool, object]]
+
+# the situation of a plan made in a dry run: known only once the faults are in place
+AT_RUN_TIME = "known at run time"
 
 
 @dataclass
@@ -43,11 +48,54 @@ class Plan:
         return "\n".join(lines)
 
 
-def execute(site: Site, plan: Plan, condition: Condition, *, final: str,
-            journal: Any = None, confirm: Callable[[Step], None] | None = None,
-            final_timeout: float = 90.0) -> None:
+P = TypeVar("P", bound=Plan)
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """A procedure in words: what it observes, how it decides, when it is done; and the
+    condition its executor waits for at the end. A dry run can show no more than this:
+    the plan itself depends on what is observed after the faults."""
+
+    name: str
+    observes: str
+    decides: str
+    done: str
+    final: str = "healthy:"
+    final_timeout: float = 90.0
+
+    def rehearse(self, part: Literal["observe", "plan", "execute", "recover"], *,
+                 on: str | None = None) -> bool:
+        """In a dry run: add ``part`` ("observe", "plan", "execute" or "recover", the
+        three at once) to the plan and return True. In a real run: False."""
+        rehearsal = dryrun.active()
+        if rehearsal is None:
+            return False
+        head = f"recover {self.name}" + (f" on {on}" if on else "")
+        later = (f"(the plan itself is shown at run time, or by `chaos recover {self.name} "
+                 "--dry-run` at that point)")
+        rehearsal.step({
+            "observe": f"{head}: observe {self.observes}",
+            "plan": f"{head}: decide: {self.decides}\n{later}",
+            "execute": f"{head}: run the plan step by step, awaiting each step; done when "
+                       f"{self.done}",
+            "recover": f"{head} {later}\n  observe: {self.observes}\n"
+                       f"  decide: {self.decides}\n  done when: {self.done}",
+        }[part])
+        return True
+
+    def rehearsed(self, kind: type[P]) -> P:
+        """The Plan a dry run hands back: no steps, its situation known at run time."""
+        return kind(self.name, AT_RUN_TIME)
+
+
+def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, *,
+            journal: Any = None, confirm: Callable[[Step], None] | None = None) -> None:
     """Run the plan Step by Step (``confirm`` is called before each), wait where a Step
-    says so, then wait for the ``final`` condition."""
+    says so, then wait for the procedure's ``final`` condition."""
+    if procedure.rehearse("execute"):
+        return
+    final, final_timeout = procedure.final, procedure.final_timeout
     if plan.refused:
         raise RecoveryError(f"{plan.procedure}: refused: {plan.refused}")
     # runbook mode reaches procedures through the scenario's journal

@@ -12,7 +12,8 @@
   cluster would otherwise stay split).
 
 Verify: every node running, no partitions, every quorum queue with all its members
-online. CLI calls are kept few: each ``rabbitmqctl`` costs a VM start.
+online. CLI calls are kept few: each ``rabbitmqctl`` costs a VM start. In a dry run the
+procedure is shown in words instead (``PROCEDURE``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,20 @@ from chaos.inventory import Controller, Site
 from chaos.steps import ALIVE, Step, start_unless_running
 from chaos.targets import for_url
 from chaos.targets.base import quote
-from recovery.plan import Plan
+from recovery.plan import Plan, Procedure
 from recovery.plan import execute as run_plan
+
+PROCEDURE = Procedure(
+    "rabbitmq",
+    observes="every node: does it answer, is its process alive, is its data there, and "
+             "its nodes_running_at_shutdown",
+    decides="a node down with its data: start it as is; a node that lost its data: forget "
+            "it from a survivor, start it as a new member, grow every quorum queue back onto "
+            "it; the whole cluster stopped: start the last node that stopped first (marked to "
+            "force-boot when that cannot be known), then the rest; split after a partition: "
+            "restart the nodes outside the largest agreeing group",
+    done="every node is running, without partition, every quorum queue member online",
+    final_timeout=120)
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,8 @@ def _inspect(site: Site, c: Controller, answers: bool) -> NodeState:
 
 
 def observe(site: Site) -> tuple[probes.RabbitView, dict[str, NodeState]]:
+    if PROCEDURE.rehearse("observe"):
+        return probes.RabbitView({}, {}, {}), {}
     nodes = _nodes(site)
     view = probes.rabbitmq(site)
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
@@ -134,6 +149,8 @@ def _grow(c: Controller) -> Step:
 
 def plan(site: Site, observed: tuple[probes.RabbitView, dict[str, NodeState]], *,
          force_node: str | None = None) -> RabbitPlan:
+    if PROCEDURE.rehearse("plan"):
+        return PROCEDURE.rehearsed(RabbitPlan)
     view, states = observed
     nodes = {c.name: c for c in _nodes(site)}
     order = list(nodes)
@@ -253,11 +270,12 @@ def _condition(site: Site, condition: str) -> tuple[bool, object]:
 
 def execute(site: Site, plan_: Plan, *, journal: Any = None,
             confirm: Callable[[Step], None] | None = None) -> None:
-    run_plan(site, plan_, _condition, final="healthy:", journal=journal, confirm=confirm,
-             final_timeout=120)
+    run_plan(site, plan_, _condition, PROCEDURE, journal=journal, confirm=confirm)
 
 
 def recover(site: Site, *, force_node: str | None = None, journal: Any = None) -> RabbitPlan:
+    if PROCEDURE.rehearse("recover"):
+        return PROCEDURE.rehearsed(RabbitPlan)
     the_plan = plan(site, observe(site), force_node=force_node)
     execute(site, the_plan, journal=journal)
     return the_plan

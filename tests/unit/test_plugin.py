@@ -1,5 +1,6 @@
-"""The pytest plugin in real pytest sessions (pytester): options, markers, dry run,
-blast-radius declarations, and a revert that happens however the scenario ends."""
+"""The pytest plugin in real pytest sessions (pytester): options, markers, dry run (the
+whole plan, acting on nothing), blast-radius declarations, and a revert that happens
+however the scenario ends."""
 
 from __future__ import annotations
 
@@ -58,19 +59,129 @@ def test_options_are_in_help(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*--inventory=INVENTORY*", "*--lab*", "*--dry-run*"])
 
 
-def test_dry_run_prints_the_fault_and_acts_on_nothing(
+DRILL = """
+    import pytest
+    from chaos import expect
+    from recovery import galera as recover_galera
+
+    @pytest.mark.blast_radius(galera=2)
+    def test_drill(site, faults, workload, journal):
+        expect.galera_healthy(site)
+        with workload.running():
+            faults.add("kill", "ctl1", "galera")
+            faults.add("freeze", "ctl2", "galera")
+            expect.galera_non_primary(site, "ctl3", journal=journal)
+            plan = recover_galera.recover(site, journal=journal)
+            expect.galera_healthy(site, journal=journal)
+        expect.check("ctl3 is bootstrapped in place", lambda: plan.bootstrap == "ctl3",
+                     plan.render, journal=journal)
+        workload.assert_nothing_lost()
+"""
+
+
+def sleepers(tmp_path: Path) -> dict[str, tuple[int, str]]:
+    """Each sleeper's pid and state: what a fault would have changed."""
+    found = {}
+    for i in (1, 2, 3):
+        pid = procs.read_pidfile(tmp_path / f"ctl{i}.pid")
+        assert pid is not None
+        found[f"ctl{i}"] = (pid, procs.proc_state(pid))
+    return found
+
+
+def test_dry_run_prints_the_whole_plan_in_order_and_acts_on_nothing(
     pytester: pytest.Pytester, inventory_file: Path, tmp_path: Path
 ) -> None:
-    pytester.makepyfile(test_drill="""
-        def test_kill(faults):
-            faults.add("kill", "ctl2", "galera")
-            raise AssertionError("a dry run must not get past the fault")
-    """)
-    result = pytester.runpytest("-s", f"--inventory={inventory_file}", "--dry-run")
+    pytester.makepyfile(test_drill=DRILL)
+    before = sleepers(tmp_path)
+    # -q and no -s: the plan is part of the terminal report, not captured output
+    result = pytester.runpytest("-q", "-rs", f"--inventory={inventory_file}", "--dry-run",
+                                f"--chaos-report-dir={tmp_path / 'rep'}")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*fault kill-ctl2-galera-*: kill galera on ctl2*",
-                                 "*[[]local://[]] pid=$(cat */ctl2.pid) && kill -s KILL*"])
+    result.stdout.fnmatch_lines([
+        "*dry run: the plan of each scenario, nothing acted on*",
+        "test_drill.py::test_drill  [[]13 steps[]]",
+        "  1. wait for every Galera node Primary and Synced, up to 120s",
+        "  2. start workload: Galera writer on ctl1, ctl2, ctl3 *; RabbitMQ publisher with "
+        "confirms on ctl1, ctl2, ctl3 *",
+        "  3. fault kill-ctl1-galera-*: kill galera on ctl1",
+        "       inject:",
+        "         [[]local://[]] pid=$(cat */ctl1.pid) && kill -s KILL \"$pid\"",
+        "         expect: galera on ctl1 is gone (SIGKILL)",
+        "       revert:",
+        "         [[]local://[]] *exec sleep 300*",
+        "  4. fault freeze-ctl2-galera-*: freeze galera on ctl2",
+        "         [[]local://[]] kill -s STOP \"$(cat */ctl2.pid)\"",
+        "         [[]local://[]] kill -s CONT \"$(cat */ctl2.pid)\" || true",
+        "  5. wait for ctl3 to leave the Primary component, up to 60s",
+        "  6. recover galera (the plan itself is shown at run time, or by "
+        "`chaos recover galera --dry-run` at that point)",
+        "       observe: every node: SQL where it answers; *grastate.dat*--wsrep-recover*",
+        "       decide: *bootstrap from the most advanced node*IST*",
+        "       done when: every node is Primary and Synced",
+        "  7. wait for every Galera node Primary and Synced, up to 120s",
+        "  8. stop workload",
+        "  9. check: ctl3 is bootstrapped in place",
+        " 10. oracle: every acknowledged write is on every Galera node (ctl1, ctl2, ctl3)*",
+        " 11. oracle: every confirmed message is consumed from chaos-oracle-* at least once*",
+        # what the scenario's end reverts, newest first
+        " 12. revert freeze-ctl2-galera-* (freeze galera on ctl2):",
+        "         [[]local://[]] kill -s CONT*",
+        " 13. revert kill-ctl1-galera-* (kill galera on ctl1):",
+        "SKIPPED [[]1[]] test_drill.py:*: dry run: 13 steps planned, nothing acted on",
+    ])
+    # nothing was signalled or started, nothing recorded, no secret even read
+    # (DB_PASSWORD is not set)
+    assert sleepers(tmp_path) == before
+    assert all(state in ("S", "R") for _, state in before.values())
     assert not (tmp_path / "ledger").exists() or not list((tmp_path / "ledger").iterdir())
+    journal = (tmp_path / "rep" / "journal.jsonl").read_text()
+    assert '"event": "plan.step"' in journal and '"fault.inject"' not in journal
+
+
+def dry_run_fails(pytester: pytest.Pytester, inventory_file: Path, tmp_path: Path,
+                  drill: str, *, failed: int, lines: list[str]) -> None:
+    """A dry run of ``drill`` that fails ``failed`` scenarios, saying ``lines``, and
+    signals no process."""
+    pytester.makepyfile(test_drill=drill)
+    before = sleepers(tmp_path)
+    result = pytester.runpytest("-q", f"--inventory={inventory_file}", "--dry-run")
+    result.assert_outcomes(failed=failed)
+    result.stdout.fnmatch_lines(lines)
+    assert sleepers(tmp_path) == before
+
+
+def test_dry_run_keeps_the_blast_radius_guard(
+    pytester: pytest.Pytester, inventory_file: Path, tmp_path: Path
+) -> None:
+    dry_run_fails(pytester, inventory_file, tmp_path,
+                  DRILL.replace("@pytest.mark.blast_radius(galera=2)", ""), failed=1, lines=[
+        "*FaultError: blast radius: freeze on ctl2 would take 2 of 3 galera members down*",
+        "test_drill.py::test_drill  [[]could not be planned (call)[]]",
+        "  3. fault kill-ctl1-galera-*: kill galera on ctl1",
+        "  4. revert kill-ctl1-galera-* (kill galera on ctl1):",
+    ])
+
+
+def test_dry_run_refuses_what_bypasses_the_plan(
+    pytester: pytest.Pytester, inventory_file: Path, tmp_path: Path
+) -> None:
+    """A scenario that runs a Step or a probe itself fails in a dry run, acting on
+    nothing, instead of reaching the site."""
+    dry_run_fails(pytester, inventory_file, tmp_path, """
+        from chaos import probes
+
+        def test_step_by_hand(site, faults):
+            fault = faults.add("kill", "ctl1", "galera")
+            fault.inject[0].execute(site)
+
+        def test_probe_by_hand(site, journal):
+            probes.galera(site)
+    """, failed=2, lines=[
+        "*DryRunViolation: dry run: the step `pid=$(cat */ctl1.pid) && kill -s KILL*` on "
+        "local:// would reach the site*",
+        "*DryRunViolation: dry run: probing Galera would reach the site*",
+    ])
 
 
 def test_a_failing_scenario_still_reverts_its_fault(
