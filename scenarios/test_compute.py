@@ -31,17 +31,20 @@ def test_kill_libvirt_container_vms_keep_their_qemu(
     site: Site, compute: str, faults: Faults, journal: Journal
 ) -> None:
     before = expect.vm_snapshot(site, [compute])
-    assert before, f"no running VM on {compute} to prove anything with"
+    expect.check(f"a VM runs on {compute} to prove anything with", lambda: bool(before),
+                 journal=journal)
     faults.add("kill-container", compute)
     recover_libvirt.recover(site, only=compute, journal=journal)
     verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [compute]), journal=journal)
     journal.event("quorum", service="libvirt", host=compute)
     if expected(site, compute) == "survive":
-        assert verdict.all_survived, verdict.summary()
+        expect.check(f"every VM on {compute} kept its qemu", lambda: verdict.all_survived,
+                     verdict.summary, journal=journal)
     else:
         # a deliberately wrong host: the harness must *detect* that its VMs died
-        assert verdict.died or verdict.restarted, (
-            f"{compute} is built wrong, yet the oracle saw every VM survive: {verdict.summary()}")
+        expect.check(f"the oracle sees VMs on {compute} die or restart ({compute} is built "
+                     "wrong)", lambda: bool(verdict.died or verdict.restarted),
+                     verdict.summary, journal=journal)
         put_back(site, compute, journal)
 
 
@@ -54,12 +57,15 @@ def test_kill9_libvirtd_vms_survive_only_with_hostpid_and_own_cgroup(
     verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [compute]), journal=journal)
     journal.event("quorum", service="libvirt", host=compute)
     if expected(site, compute) == "survive":
-        assert verdict.all_survived, verdict.summary()
+        expect.check(f"every VM on {compute} kept its qemu", lambda: verdict.all_survived,
+                     verdict.summary, journal=journal)
     else:
         put_back(site, compute, journal)
         # cmp3 keeps qemu alive through a libvirtd kill only if its container survives it;
         # with libvirtd as the container's main process it does not
-        assert not verdict.all_survived, verdict.summary()
+        expect.check(f"the oracle sees a VM on {compute} die or restart ({compute} is built "
+                     "wrong)", lambda: not verdict.all_survived, verdict.summary,
+                     journal=journal)
 
 
 def test_kill_docker_daemon_vms_and_libvirt_outlive_it_on_a_host_built_right(
@@ -70,12 +76,15 @@ def test_kill_docker_daemon_vms_and_libvirt_outlive_it_on_a_host_built_right(
     before = expect.vm_snapshot(site, [host])
     fault = faults.add("kill-docker", host)
     # what survives the daemon: libvirt keeps answering, every qemu keeps running
-    during = expect.vm_snapshot(site, [host])
-    assert expect.vm_verdict(before, during).all_survived
-    assert probes.domains(site, host)
+    during = expect.vm_verdict(before, expect.vm_snapshot(site, [host]))
+    expect.check(f"every VM on {host} kept its qemu while docker was down",
+                 lambda: during.all_survived, during.summary, journal=journal)
+    expect.check(f"libvirt on {host} still answers and lists its domains",
+                 lambda: bool(probes.domains(site, host)), journal=journal)
     # what recovery is: the daemon back, the container (re)started, VMs untouched
     faults.revert(fault)
     recover_libvirt.recover(site, only=host, journal=journal)
     verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [host]), journal=journal)
     journal.event("quorum", service="libvirt", host=host)
-    assert verdict.all_survived, verdict.summary()
+    expect.check(f"every VM on {host} kept its qemu", lambda: verdict.all_survived,
+                 verdict.summary, journal=journal)

@@ -34,12 +34,13 @@ def test_power_off_a_controller_both_clusters_keep_quorum_and_take_it_back(
         # the host comes back: its RabbitMQ node restarts as is, Galera rejoins by IST
         for step in power.revert:
             if "rabbit" in step.command:
-                step.execute(site)
+                faults.execute(step)
         plan = recover_galera.recover(site, journal=journal)
         expect.galera_healthy(site, journal=journal)
         expect.rabbit_healthy(site, journal=journal)
         faults.revert(power)
-    assert any("joins by IST" in s.effect for s in plan.steps), plan.render()
+    expect.check(f"{victim}'s Galera node rejoined by IST", lambda: any(
+        "joins by IST" in s.effect for s in plan.steps), plan.render, journal=journal)
     workload.assert_nothing_lost()
 
 

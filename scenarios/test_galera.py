@@ -1,5 +1,6 @@
 """Galera failure drills. Each reads like its runbook: steady state, fault, expected
-effect, recovery, and the proof — quorum back, every acknowledged write on every node."""
+effect, recovery, and the proof — quorum back, every acknowledged write on every node.
+Claims about outcomes are ``expect.check``s, so ``--dry-run`` can show them unevaluated."""
 
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def test_kill_one_node_quorum_kept_node_back_by_ist(
         writes_acknowledged(workload, len(workload.writer.ledger.acked) if workload.writer else 0)
         plan = recover_galera.recover(site, journal=journal)
         expect.galera_healthy(site, journal=journal)
-    assert plan.situation == "degraded"
-    assert any("joins by IST" in s.effect for s in plan.steps), plan.render()
+    expect.check("recovery found a Primary component with a member missing (degraded)",
+                 lambda: plan.situation == "degraded", plan.render, journal=journal)
+    expect.check(f"{controller} rejoined by IST", lambda: any(
+        "joins by IST" in s.effect for s in plan.steps), plan.render, journal=journal)
     workload.assert_nothing_lost()
 
 
@@ -53,8 +56,10 @@ def test_kill_two_nodes_survivor_non_primary_then_bootstrapped_in_place(
         expect.galera_non_primary(site, survivor, journal=journal)
         plan = recover_galera.recover(site, journal=journal)
         expect.galera_healthy(site, journal=journal)
-    assert plan.situation == "non-primary"
-    assert plan.bootstrap == survivor
+    expect.check(f"recovery found {survivor} alone and non-Primary",
+                 lambda: plan.situation == "non-primary", plan.render, journal=journal)
+    expect.check(f"{survivor}, the survivor, is bootstrapped in place",
+                 lambda: plan.bootstrap == survivor, plan.render, journal=journal)
     workload.assert_nothing_lost()
 
 
@@ -77,11 +82,16 @@ def test_full_outage_bootstraps_from_the_most_advanced_node_not_ctl1(
         journal.event("recovery.plan", text=plan.render())
         recover_galera.execute(site, plan, journal=journal)
         expect.galera_healthy(site, journal=journal)
-    assert plan.situation == "full-outage", plan.render()
-    assert plan.bootstrap != first, plan.render()
-    positions = plan.positions
-    assert positions[first].seqno is not None and positions[plan.bootstrap or ""].seqno
-    assert positions[first].seqno < (positions[plan.bootstrap or ""].seqno or 0), plan.render()
+    expect.check("recovery found a full outage", lambda: plan.situation == "full-outage",
+                 plan.render, journal=journal)
+    expect.check(f"the bootstrap node is not {first}, the first node killed",
+                 lambda: plan.bootstrap != first, plan.render, journal=journal)
+    expect.check(f"the positions of {first} and of the bootstrap node are known", lambda: (
+        plan.positions[first].seqno is not None
+        and bool(plan.positions[plan.bootstrap or ""].seqno)), plan.render, journal=journal)
+    expect.check(f"the bootstrap node is ahead of {first}", lambda: (
+        (plan.positions[first].seqno or 0) < (plan.positions[plan.bootstrap or ""].seqno or 0)),
+        plan.render, journal=journal)
     workload.assert_nothing_lost()
 
 

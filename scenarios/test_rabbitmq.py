@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from chaos import expect, probes
+from chaos import expect
 from chaos.faults import Faults
 from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.plugin import Workload
-from chaos.wait import wait_for
 from recovery import rabbitmq as recover_rabbitmq
 
 pytestmark = pytest.mark.destructive
@@ -26,14 +25,6 @@ def confirmed(workload: Workload, more_than: int, timeout: float = 60) -> int:
                                     what="confirmed messages", timeout=timeout)
 
 
-def leader(site: Site, queue: str) -> str:
-    view = probes.rabbitmq(site)
-    for state in view.states.values():
-        if state is not None and queue in state.quorum_queues:
-            return state.quorum_queues[queue].leader
-    raise AssertionError(f"queue {queue} not found: {view.describe()}")
-
-
 def test_kill_one_node_leader_moves_no_confirmed_message_lost(
     site: Site, faults: Faults, workload: Workload, journal: Journal
 ) -> None:
@@ -42,19 +33,19 @@ def test_kill_one_node_leader_moves_no_confirmed_message_lost(
         assert workload.publisher is not None
         queue = workload.publisher.queue
         sent = confirmed(workload, 10)
-        old_leader = leader(site, queue)
+        old_leader = expect.queue_leader(site, queue)
         victim = next(c.name for c in site.controllers
                       if c.rabbitmq and c.rabbitmq.node == old_leader)
         others = [h for h in rabbit_hosts(site) if h != victim]
         faults.add("kill", victim, "rabbitmq")
         expect.rabbit_running(site, others, journal=journal)
-        new_leader = wait_for(lambda: ((x := leader(site, queue)) != old_leader, x),
-                              what="a new quorum queue leader", timeout=60)
+        new_leader = expect.new_queue_leader(site, queue, old_leader, timeout=60)
         confirmed(workload, sent + 10)
         plan = recover_rabbitmq.recover(site, journal=journal)
         expect.rabbit_healthy(site, journal=journal)
     journal.event("rabbitmq.leader", before=old_leader, after=new_leader)
-    assert "crashed with data" in plan.situation, plan.render()
+    expect.check(f"recovery found {victim} crashed with its data",
+                 lambda: "crashed with data" in plan.situation, plan.render, journal=journal)
     workload.assert_nothing_lost()
 
 
@@ -70,8 +61,11 @@ def test_wipe_a_node_rejoins_as_new_member_with_every_queue_member_back(
         expect.rabbit_running(site, others, journal=journal)
         plan = recover_rabbitmq.recover(site, journal=journal)
         view = expect.rabbit_healthy(site, journal=journal)
-    assert "lost its data" in plan.situation, plan.render()
-    assert view.queues_missing_members() == {}
+    expect.check(f"recovery found that {victim} lost its data",
+                 lambda: "lost its data" in plan.situation, plan.render, journal=journal)
+    expect.check("every quorum queue has all its members back",
+                 lambda: view.queues_missing_members() == {},
+                 lambda: str(view.queues_missing_members()), journal=journal)
     workload.assert_nothing_lost()
 
 
@@ -88,6 +82,8 @@ def test_stop_every_node_in_the_unlucky_order_recover_all_messages_there(
             faults.add("stop", host, "rabbitmq")
     plan = recover_rabbitmq.recover(site, journal=journal)
     expect.rabbit_healthy(site, journal=journal)
-    assert plan.situation == "whole cluster stopped", plan.render()
-    assert plan.bootstrap == hosts[-1], plan.render()
+    expect.check("recovery found the whole cluster stopped",
+                 lambda: plan.situation == "whole cluster stopped", plan.render, journal=journal)
+    expect.check(f"{hosts[-1]}, the last node stopped, is started first",
+                 lambda: plan.bootstrap == hosts[-1], plan.render, journal=journal)
     workload.assert_nothing_lost()
