@@ -291,6 +291,53 @@ def mounts_under(root: Path) -> list[str]:
     return [point for point, _ in mounts() if point.startswith(base) or point == base[:-1]]
 
 
+def unmount_under(root: Path) -> list[str]:
+    """Unmount everything under ``root`` (dockerd and the kubelet bind their own
+    directories); the problems, if any."""
+    problems = []
+    # deepest first, so a mount never hides another one below it
+    for point in sorted(mounts_under(root), key=len, reverse=True):
+        result = run(["umount", point], timeout=10, check=False)
+        if result.returncode != 0:
+            result = run(["umount", "-l", point], timeout=10, check=False)
+        if result.returncode != 0:
+            problems.append(f"cannot unmount {point}: {result.stderr.strip()}")
+    return problems
+
+
+def remove_cgroup_tree(top: Path) -> list[str]:
+    """Remove a cgroup folder of ours and everything below it, bottom up; processes
+    still in it are ours and are stopped. The problems, if any."""
+    problems = []
+    for folder in _cgroup_tree_bottom_up(top):
+        error = _rmdir_cgroup(folder)
+        if error:
+            problems.append(error)
+    return problems
+
+
+def _rmdir_cgroup(folder: Path) -> str | None:
+    def attempt() -> tuple[bool, str]:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            return True, "gone"
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return True, f"cannot remove cgroup {folder}: {exc.strerror}"
+            # everything in our cgroups is ours: a straggler the sweep missed
+            # (forked meanwhile) is stopped here
+            stop(_cgroup_procs(folder), timeout=2)
+            return False, f"{folder} busy: {_cgroup_procs(folder)}"
+        return True, "removed"
+
+    try:
+        seen = wait_for(attempt, what=f"removal of {folder}", timeout=10, interval=0.1)
+    except ProbeTimeout as exc:
+        return str(exc)
+    return seen if seen.startswith("cannot") else None
+
+
 def cgroup_hierarchies() -> list[Path]:
     """Mount points of every cgroup v1 hierarchy and of the unified (v2) one."""
     return sorted(Path(point) for point, kind in mounts() if kind in ("cgroup", "cgroup2"))
@@ -941,47 +988,15 @@ cgroup_controllers = [ ]
             raise LabError(f"dockerd {leftover} did not stop")
 
     def _unmount_all(self) -> list[str]:
-        problems = []
-        # deepest first, so a mount never hides another one below it
-        for point in sorted(mounts_under(self.root), key=len, reverse=True):
-            result = run(["umount", point], timeout=10, check=False)
-            if result.returncode != 0:
-                result = run(["umount", "-l", point], timeout=10, check=False)
-            if result.returncode != 0:
-                problems.append(f"cannot unmount {point}: {result.stderr.strip()}")
-        return problems
+        return unmount_under(self.root)
 
     def _remove_cgroups(self) -> list[str]:
         problems = []
         for hierarchy in cgroup_hierarchies():
             for h in self.hosts:
                 for top in (self.cgroup_name(h.name), self.docker_cgroup_parent(h.name)[1:]):
-                    for folder in _cgroup_tree_bottom_up(hierarchy / top):
-                        error = self._rmdir_cgroup(folder)
-                        if error:
-                            problems.append(error)
+                    problems += remove_cgroup_tree(hierarchy / top)
         return problems
-
-    def _rmdir_cgroup(self, folder: Path) -> str | None:
-        def attempt() -> tuple[bool, str]:
-            try:
-                folder.rmdir()
-            except FileNotFoundError:
-                return True, "gone"
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    return True, f"cannot remove cgroup {folder}: {exc.strerror}"
-                # everything in our cgroups is ours: a straggler the sweep missed
-                # (forked meanwhile) is stopped here
-                stop(_cgroup_procs(folder), timeout=2)
-                return False, f"{folder} busy: {_cgroup_procs(folder)}"
-            return True, "removed"
-
-        try:
-            seen = wait_for(attempt, what=f"removal of {folder}", timeout=10, interval=0.1)
-        except ProbeTimeout as exc:
-            return str(exc)
-        return seen if seen.startswith("cannot") else None
 
     def _remove_state(self) -> list[str]:
         if mounts_under(self.root):

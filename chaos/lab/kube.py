@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import secrets as _secrets
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -114,8 +115,11 @@ def _tar(files: dict[str, tuple[bytes, int]], folders: list[str],
 def base_rootfs() -> bytes:
     """Empty directories: pods mount the host's /usr and /etc read-only (usr-merged
     Debian: /bin, /sbin and /lib are links into /usr)."""
-    return _tar({}, ["usr", "etc", "run", "tmp", "proc", "sys", "dev", "root", "var",
-                     "var/lib", "var/log", "chaos"],
+    # dockershim refuses an image of size 0: one small file makes it a real one
+    note = b"chaos lab base image: pods mount the host's /usr and /etc\n"
+    folders = ["usr", "etc", "run", "tmp", "proc", "sys", "dev", "root", "var", "var/lib",
+               "var/log", "chaos"]
+    return _tar({"chaos-image": (note, 0o644)}, folders,
                 {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64",
                  "var/run": "../run"})
 
@@ -131,6 +135,7 @@ class KubeLab:
         self.secrets = secrets
         self.nodes = nodes or NODES
         self.bin = kubebuild.bin_dir()
+        self._daemons: list[Daemon] = []
 
     @property
     def controllers(self) -> list[KubeNode]:
@@ -152,6 +157,10 @@ class KubeLab:
     @property
     def pki(self) -> Path:
         return self.root / "pki"
+
+    @property
+    def api_cert(self) -> Path:
+        return self.pki / "apiserver.crt"
 
     @property
     def kubeconfig(self) -> Path:
@@ -177,7 +186,7 @@ class KubeLab:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
         value = _secrets.token_urlsafe(24)
-        path.write_text(value + "\n")
+        path.write_text(value)  # no newline: clients send a tokenFile's bytes as they are
         return value
 
     @property
@@ -265,12 +274,11 @@ class KubeLab:
                 for d in listed.items}
 
     def _wait_deployment(self, name: str, *, timeout: float) -> None:
-        def available() -> tuple[bool, str]:
+        def available() -> tuple[bool, object]:
             ready, want = self.deployment_states().get(name, (0, 1))
             return ready >= want, f"{ready}/{want} available"
 
-        wait_for(available, what=f"deployment {name} available", timeout=timeout,
-                 interval=0.5, progress=False)
+        self._wait(available, what=f"deployment {name} available", timeout=timeout)
 
     def _write_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
@@ -284,6 +292,12 @@ class KubeLab:
             procs.run(["openssl", "genrsa", "-out", str(key), "2048"], timeout=30)
             procs.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out",
                        str(self.pki / "sa.pub")], timeout=30)
+        if not self.api_cert.exists():
+            # the apiserver's serving certificate, self-signed: clients verify it
+            procs.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                       "-keyout", str(self.pki / "apiserver.key"), "-out", str(self.api_cert),
+                       "-days", "3650", "-subj", "/CN=chaos-lab-apiserver",
+                       "-addext", f"subjectAltName=IP:{API_ADDRESS}"], timeout=30)
         self.kubeconfig.touch(mode=0o600)
         self.kubeconfig.write_text(f"""apiVersion: v1
 kind: Config
@@ -291,7 +305,7 @@ clusters:
 - name: chaos-lab
   cluster:
     server: {self.api_url}
-    insecure-skip-tls-verify: true
+    certificate-authority: {self.api_cert}
 users:
 - name: chaos-lab
   user:
@@ -306,7 +320,28 @@ current-context: chaos-lab
                pidfile: Path | None = None) -> Daemon:
         daemon = procs.spawn(name, argv, log=self.root / "log" / f"{name}.log", pidfile=pidfile)
         register(daemon)
+        self._daemons.append(daemon)
         return daemon
+
+    def _dead(self) -> str | None:
+        for daemon in self._daemons:
+            if not daemon.alive():
+                lines = Path(daemon.log).read_text(errors="replace").strip().splitlines()
+                return f"kube: {daemon.name} exited: {lines[-1] if lines else '(no log)'}"
+        return None
+
+    def _wait(self, check: Callable[[], tuple[bool, object]], *, what: str, timeout: float,
+              interval: float = 0.5) -> None:
+        """wait_for, but a daemon of ours that exited ends the wait at once, with its
+        last log line (an exception in ``check`` is only an observation to wait_for)."""
+        def poll() -> tuple[bool, object]:
+            dead = self._dead()
+            return (True, dead) if dead else check()
+
+        wait_for(poll, what=what, timeout=timeout, interval=interval, progress=False)
+        dead = self._dead()
+        if dead:
+            raise LabError(dead)
 
     def _start_etcd(self, register: Register) -> None:
         client = f"http://{API_ADDRESS}:{ETCD_CLIENT_PORT}"
@@ -326,13 +361,15 @@ current-context: chaos-lab
             "--bind-address", API_ADDRESS, "--advertise-address", API_ADDRESS,
             "--secure-port", str(API_PORT), "--insecure-port", "0",
             "--cert-dir", str(self.pki),
+            "--tls-cert-file", str(self.api_cert),
+            "--tls-private-key-file", str(self.pki / "apiserver.key"),
             "--token-auth-file", str(self.pki / "tokens.csv"),
             "--authorization-mode", "RBAC",
             "--service-account-key-file", str(self.pki / "sa.pub"),
             "--service-account-signing-key-file", str(self.pki / "sa.key"),
             "--service-account-issuer", self.api_url,
             "--service-cluster-ip-range", SERVICE_RANGE,
-            "--allow-privileged", "true",
+            "--allow-privileged=true",
             "--kubelet-preferred-address-types", "InternalIP",
             "--endpoint-reconciler-type", "none",
             "--v", "1",
@@ -384,13 +421,12 @@ current-context: chaos-lab
                          timeout=timeout, check=check)
 
     def _wait_docker(self, node: KubeNode) -> None:
-        def answers() -> tuple[bool, str]:
+        def answers() -> tuple[bool, object]:
             result = self.docker(node.name, "version", "--format", "{{.Server.Version}}",
                                  timeout=5, check=False)
             return result.returncode == 0, (result.stdout or result.stderr).strip()
 
-        wait_for(answers, what=f"dockerd of {node.name}", timeout=60, interval=0.3,
-                 progress=False)
+        self._wait(answers, what=f"dockerd of {node.name}", timeout=60, interval=0.3)
 
     def _import_images(self, node: KubeNode) -> None:
         images = self.root / "images"
@@ -415,7 +451,7 @@ current-context: chaos-lab
             "--healthz-bind-address", node.address, "--healthz-port", str(KUBELET_HEALTHZ_PORT),
             "--root-dir", str(home / "kubelet"), "--cert-dir", str(home / "pki"),
             "--container-runtime", "docker", "--docker-endpoint", self.docker_socket(node.name),
-            "--remote-runtime-endpoint", shim, "--remote-image-endpoint", shim,
+            "--container-runtime-endpoint", shim, "--image-service-endpoint", shim,
             "--experimental-dockershim-root-directory", str(home / "dockershim"),
             "--pod-infra-container-image", PAUSE_IMAGE,
             "--node-labels", f"chaos.lab/role={node.role}",
@@ -435,9 +471,8 @@ current-context: chaos-lab
     # -- waits --------------------------------------------------------------------
 
     def _wait_port(self, address: str, port: int, what: str, *, timeout: float) -> None:
-        wait_for(lambda: (procs.port_open(address, port, timeout=0.3), "not listening"),
-                 what=f"{what} on {address}:{port}", timeout=timeout, interval=0.2,
-                 progress=False)
+        self._wait(lambda: (procs.port_open(address, port, timeout=0.3), "not listening"),
+                   what=f"{what} on {address}:{port}", timeout=timeout, interval=0.2)
 
     def core(self) -> Any:
         from kubernetes import client, config
@@ -447,12 +482,10 @@ current-context: chaos-lab
 
     def _wait_api(self, *, timeout: float) -> None:
         def ready() -> tuple[bool, str]:
-            core = self.core()
-            core.list_namespace(_request_timeout=3)
+            self.core().list_namespace(_request_timeout=3)
             return True, "answers"
 
-        wait_for(ready, what=f"kube-apiserver at {self.api_url}", timeout=timeout,
-                 interval=0.5, progress=False)
+        self._wait(ready, what=f"kube-apiserver at {self.api_url}", timeout=timeout)
 
     def node_states(self) -> dict[str, str]:
         """Node name -> "Ready", "NotReady" or "Unknown" (unschedulable marked)."""
@@ -469,12 +502,11 @@ current-context: chaos-lab
     def _wait_nodes_ready(self) -> None:
         want = {n.name for n in self.nodes}
 
-        def ready() -> tuple[bool, dict[str, str]]:
+        def ready() -> tuple[bool, object]:
             states = self.node_states()
             return all(states.get(n) == "Ready" for n in want), states
 
-        wait_for(ready, what="every kube node Ready", timeout=UP_TIMEOUT, interval=1,
-                 progress=False)
+        self._wait(ready, what="every kube node Ready", timeout=UP_TIMEOUT, interval=1)
 
     # -- status / down ------------------------------------------------------------
 
@@ -511,6 +543,14 @@ current-context: chaos-lab
         strays = self.galera().stray_pids()
         if procs.stop(strays, timeout=5):
             raise LabError(f"kube galera: processes {strays} survived SIGKILL")
+        from chaos.lab.compute import cgroup_hierarchies, remove_cgroup_tree, unmount_under
+
+        problems = unmount_under(self.root)
+        for hierarchy in cgroup_hierarchies():
+            for kube_node in self.nodes:
+                problems += remove_cgroup_tree(hierarchy / f"chaos-kube-{kube_node.name}")
+        if problems:
+            raise LabError("kube: " + "; ".join(problems[:3]))
 
     def _remove_containers(self, node: str) -> None:
         listed = self.docker(node, "ps", "-aq", timeout=15, check=False)

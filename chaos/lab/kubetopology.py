@@ -97,7 +97,8 @@ def service_pod_spec(*, node: str, container: str, image: str, command: list[str
     spec: dict[str, Any] = {
         "nodeSelector": {"kubernetes.io/hostname": node},
         "hostNetwork": True,
-        "dnsPolicy": "ClusterFirstWithHostNet",
+        # no cluster DNS in the lab: the host's resolver, as the pod has the host's network
+        "dnsPolicy": "Default",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": grace_seconds,
