@@ -189,6 +189,13 @@ class Site(Model):
             seen.add(host.name)
         return self
 
+    def services(self) -> set[str]:
+        """Which of galera, rabbitmq, libvirt and docker run somewhere on the site."""
+        found = {s for c in self.controllers for s in ("galera", "rabbitmq")
+                 if getattr(c, s) is not None}
+        return found | {s for c in self.computes for s in ("libvirt", "docker")
+                        if getattr(c, s) is not None}
+
     def host(self, name: str) -> Controller | Compute:
         hosts: list[Controller | Compute] = [*self.controllers, *self.computes]
         for host in hosts:

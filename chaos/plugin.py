@@ -96,12 +96,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "blast_radius(galera=0, rabbitmq=0, controllers=0): the most members "
         "of each cluster the scenario may take down at once")
+    config.addinivalue_line(
+        "markers", "requires(*services): skip on a site without every one of these "
+        "services (galera, rabbitmq, libvirt, docker)")
     explicit = config.getoption("--inventory") or config.getini("chaos_inventory") or None
     config.stash[INVENTORY_KEY] = Path(explicit) if explicit else None
     report = config.getoption("--chaos-report-dir")
     config.stash[REPORT_KEY] = Path(report) if report else None
     config.stash[OPEN_FAULTS_KEY] = []
     config.stash[PLANS_KEY] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A drill for a service the site does not run does not apply there: skipped, and
+    the reason says so (a Kubernetes site of Galera alone runs the Galera drills)."""
+    marker = item.get_closest_marker("requires")
+    if marker is None:
+        return
+    loaded = _load_site(item.config)
+    if isinstance(loaded, HarnessError):
+        return  # the site fixture reports it, with its exit code
+    missing = [s for s in marker.args if s not in loaded[0].services()]
+    if missing:
+        pytest.skip(f"does not apply: site {loaded[0].name} runs no {', '.join(missing)}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -307,6 +324,10 @@ class Workload:
 
     @contextlib.contextmanager
     def running(self, *, galera: bool = True, rabbitmq: bool = True) -> Iterator[Workload]:
+        """The writer and the publisher, each where the site runs its service."""
+        services = self.site.services()
+        galera = galera and "galera" in services
+        rabbitmq = rabbitmq and "rabbitmq" in services
         self.writer = GaleraWriter(self.site) if galera else None
         self.publisher = RabbitPublisher(self.site) if rabbitmq else None
         started = [w for w in (self.writer, self.publisher) if w is not None]

@@ -11,7 +11,7 @@ from chaos.inventory import Compute, Site
 from chaos.journal import Journal
 from recovery import libvirt as recover_libvirt
 
-pytestmark = pytest.mark.destructive
+pytestmark = [pytest.mark.destructive, pytest.mark.requires("libvirt")]
 
 
 def expected(site: Site, host: str) -> str:

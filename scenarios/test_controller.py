@@ -13,7 +13,7 @@ from chaos.plugin import Workload
 from recovery import galera as recover_galera
 from recovery import rabbitmq as recover_rabbitmq
 
-pytestmark = pytest.mark.destructive
+pytestmark = [pytest.mark.destructive, pytest.mark.requires("galera", "rabbitmq")]
 
 
 def last_controller(site: Site) -> tuple[str, list[str]]:

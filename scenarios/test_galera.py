@@ -13,7 +13,7 @@ from chaos.journal import Journal
 from chaos.plugin import Workload
 from recovery import galera as recover_galera
 
-pytestmark = pytest.mark.destructive
+pytestmark = [pytest.mark.destructive, pytest.mark.requires("galera")]
 
 
 def galera_nodes(site: Site) -> list[str]:

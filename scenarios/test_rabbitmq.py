@@ -12,7 +12,7 @@ from chaos.journal import Journal
 from chaos.plugin import Workload
 from recovery import rabbitmq as recover_rabbitmq
 
-pytestmark = pytest.mark.destructive
+pytestmark = [pytest.mark.destructive, pytest.mark.requires("rabbitmq")]
 
 
 def rabbit_hosts(site: Site) -> list[str]:

@@ -182,7 +182,10 @@ def ensure_binaries(*, progress: bool = True) -> Path:
     _patch(tree, out)
     env = {**os.environ, "GOPATH": str(gopath), "GO111MODULE": "off",
            "GOCACHE": str(cache / "gocache"), "HOME": str(cache),
-           "PATH": f"{GO.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+           "PATH": f"{GO.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           # GOPATH mode finds vendor/ only from the path under GOPATH; the kernel
+           # resolves the link for cwd, and Go trusts $PWD when it names the same place
+           "PWD": str(link)}
     if not (tree / "pkg" / "generated" / "openapi" / "zz_generated.openapi.go").is_file():
         _run(["make", "gen_openapi"], log, cwd=link, env=env, timeout=BUILD_TIMEOUT)
     for name, cgo in BINARIES.items():
