@@ -28,7 +28,7 @@ from chaos.targets import host_target
 from chaos.targets.base import quote
 
 Kind = Literal["kill", "stop", "freeze", "partition", "power-off", "wipe", "kill-container",
-               "kill-docker", "fill-disk", "delete-pod"]
+               "kill-docker", "fill-disk", "delete-pod", "drain"]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 SERVICES = ("galera", "rabbitmq", "libvirt", "docker")
 
@@ -166,6 +166,8 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
 
     if kind == "delete-pod":
         return _delete_pod(site, host, service, fid)
+    if kind == "drain":
+        return _drain(site, host, service, fid)
 
     if kind in ("kill", "stop", "freeze", "wipe", "fill-disk"):
         if service is None:
@@ -263,10 +265,8 @@ def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
                  inject, revert, {"libvirt": [host.name]})
 
 
-def _delete_pod(site: Site, host: Controller | Compute, service: str | None,
-                fid: str) -> Fault:
-    """Delete the pod running a service; its controller (Deployment, DaemonSet) makes a
-    new one, and the revert waits until a pod is Ready again."""
+def _pod_targets(host: Controller | Compute) -> dict[str, str]:
+    """The host's services that run in k8s:// pods: service -> target URL."""
     targets = {
         "galera": host.galera.target if isinstance(host, Controller) and host.galera else None,
         "rabbitmq": (host.rabbitmq.target if isinstance(host, Controller) and host.rabbitmq
@@ -274,7 +274,39 @@ def _delete_pod(site: Site, host: Controller | Compute, service: str | None,
         "libvirt": host.libvirt.container if isinstance(host, Compute) and host.libvirt
         else None,
     }
-    if service is None or not (url := targets.get(service)) or not url.startswith("k8s://"):
+    return {s: url for s, url in targets.items() if url and url.startswith("k8s://")}
+
+
+def _drain(site: Site, host: Controller | Compute, service: str | None, fid: str) -> Fault:
+    """Drain the Kubernetes node a host's pods run on: cordon it and evict every pod
+    but DaemonSets'. Pods pinned there (the seed pins Galera per controller) stay
+    Pending until the revert uncordons the node; the revert then waits for each of the
+    host's service pods to be Ready."""
+    pods = _pod_targets(host)
+    if service is not None:
+        pods = {s: u for s, u in pods.items() if s == service}
+    if not pods:
+        raise ConfigError(f"drain needs a service of {host.name} that runs in a k8s:// pod")
+    url = next(iter(pods.values()))
+    down = {s: [host.name] for s in _pod_targets(host)}
+    return Fault(fid, "drain", host.name, service,
+                 [Step(url, f"cordon the node of {url} and evict its pods",
+                       f"the node of {host.name} is cordoned and empty", action="drain-node",
+                       timeout=60)],
+                 [Step(url, f"uncordon the node of {url}", f"the node of {host.name} takes "
+                       "pods again", action="uncordon-node"),
+                  *[Step(u, f"wait for a Ready pod behind {u}", f"the {s} pod on {host.name} "
+                         "is Ready again", action="await-ready", timeout=300)
+                    for s, u in _pod_targets(host).items()]],
+                 down)
+
+
+def _delete_pod(site: Site, host: Controller | Compute, service: str | None,
+                fid: str) -> Fault:
+    """Delete the pod running a service; its controller (Deployment, DaemonSet) makes a
+    new one, and the revert waits until a pod is Ready again."""
+    targets = _pod_targets(host)
+    if service is None or not (url := targets.get(service)):
         raise ConfigError(f"delete-pod needs --service naming a service of {host.name} "
                           "that runs in a k8s:// pod")
     cluster = {"galera": "galera", "rabbitmq": "rabbitmq"}.get(service, "libvirt")
@@ -295,6 +327,14 @@ def cluster_sizes(site: Site) -> dict[str, int]:
         "rabbitmq": sum(1 for c in site.controllers if c.rabbitmq),
         "controllers": len(site.controllers),
     }
+
+
+def open_on_site(ledger: Ledger, inventory_path: str | None) -> list[Fault]:
+    """The ledger's open faults injected into this site. Faults open on another site
+    (the process lab beside the Kubernetes tier, with the same host names) take no
+    member of this one down."""
+    return [Fault.from_json(e["fault"]) for e in ledger.open_faults()
+            if e.get("inventory") == inventory_path]
 
 
 def check_blast_radius(site: Site, open_faults: list[Fault], new: Fault,
@@ -355,8 +395,8 @@ class Faults:
         rehearsal = dryrun.active()
         # a real run heals what the ledger holds before its first scenario: a dry run
         # plans without it
-        ledgered = ([] if rehearsal is not None else
-                    [Fault.from_json(e["fault"]) for e in self.ledger.open_faults()])
+        ledgered = [] if rehearsal is not None else open_on_site(self.ledger,
+                                                                  self.inventory_path)
         known = {f.id for f in self.open}
         check_blast_radius(self.site, self.open + [f for f in ledgered if f.id not in known],
                            fault, self.allowed)

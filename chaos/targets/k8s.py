@@ -18,10 +18,19 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from chaos.errors import ConfigError
+from chaos.errors import ConfigError, ProbeTimeout
 from chaos.targets.base import CommandResult, Target, TargetError, TargetUnreachable
 
 REQUEST_TIMEOUT = 10.0
+MAX_WATCH_STREAMS = 50
+
+
+def _is_ready(pod: Any) -> bool:
+    """Ready, and not on its way out (a deleted pod stays Ready until it stops)."""
+    if pod.metadata.deletion_timestamp is not None:
+        return False
+    return any(c.type == "Ready" and c.status == "True"
+               for c in (pod.status.conditions or []))
 
 
 def parse(url: str) -> tuple[str, str | None, str | None, str | None]:
@@ -95,9 +104,43 @@ class K8sTarget(Target):
         return sorted(running, key=lambda p: p.metadata.creation_timestamp or 0)[0]
 
     def ready(self) -> bool:
-        pod = self.pod()
-        return any(c.type == "Ready" and c.status == "True"
-                   for c in (pod.status.conditions or []))
+        return _is_ready(self.pod())
+
+    def await_ready(self, *, timeout: float) -> str:
+        """Watch this target's pods until one is Ready (a watch, not polling: the
+        apiserver sends each change as it happens); the pod's name. Bounded by
+        ``timeout`` in time and by a number of watch streams."""
+        from kubernetes import watch
+
+        scope = ({"label_selector": self.selector} if self.selector is not None
+                 else {"field_selector": f"metadata.name={self.pod_name}"})
+        deadline = time.monotonic() + timeout
+        last = "no pod seen"
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            # a stream ends at its server-side timeout or on a dropped connection;
+            # a fresh one starts with the current state of every pod (ADDED events)
+            for _ in range(MAX_WATCH_STREAMS):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    events = stream.stream(  # type: ignore[no-untyped-call]
+                        self.core.list_namespaced_pod, self.namespace,
+                        timeout_seconds=max(1, int(remaining)),
+                        _request_timeout=remaining + 5, **scope)
+                    for event in events:
+                        pod = event["object"]
+                        if event["type"] != "DELETED" and _is_ready(pod):
+                            return str(pod.metadata.name)
+                        last = f"{pod.metadata.name} {event['type']} {pod.status.phase}"
+                except Exception as exc:  # a dropped stream is an observation
+                    last = f"{type(exc).__name__}: {exc}"[:200]
+                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        finally:
+            stream.stop()  # type: ignore[no-untyped-call]
+        raise ProbeTimeout(f"gave up waiting for a Ready pod for {self.url} after "
+                           f"{timeout:.0f}s; last observed: {last}")
 
     def delete_pod(self, *, grace_seconds: int = 0) -> str:
         name = self.pod().metadata.name
@@ -137,24 +180,41 @@ class K8sTarget(Target):
 
     def act(self, action: str, *, timeout: float = 60.0) -> CommandResult:
         """API actions a Step can name: delete-pod, await-ready (a pod of this target
-        Running and Ready again, as its controller recreates it)."""
+        Running and Ready again, as its controller recreates it), drain-node and
+        uncordon-node (the node of this target's pod)."""
         if action == "delete-pod":
             name = self.delete_pod()
             return CommandResult(self.url, action, 0, name, "")
         if action == "await-ready":
-            from chaos.wait import wait_for
-
-            def check() -> tuple[bool, str]:
-                return self.ready(), f"{self.url} not Ready"
-
-            wait_for(check, what=f"a Ready pod for {self.url}", timeout=timeout, interval=0.5)
-            return CommandResult(self.url, action, 0, "", "")
+            name = self.await_ready(timeout=timeout)
+            return CommandResult(self.url, action, 0, name, "")
+        if action == "drain-node":
+            node = self.node_name()
+            evicted = self.drain(node)
+            return CommandResult(self.url, action, 0, f"{node}: evicted {', '.join(evicted)}", "")
+        if action == "uncordon-node":
+            node = self.node_name()
+            self.cordon(node, on=False)
+            return CommandResult(self.url, action, 0, f"{node} schedulable", "")
         raise ConfigError(f"{self.url}: unknown action {action!r}")
 
     # -- the node --------------------------------------------------------------------
 
     def node_name(self) -> str:
-        return str(self.pod().spec.node_name)
+        """The node this target's pod runs on; for a drained node, where its pods are
+        gone and their replacements Pending, the node they are pinned to."""
+        if self.pod_name is not None:
+            return str(self.pod().spec.node_name)
+        listed = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
+                            label_selector=self.selector)
+        for pod in listed.items:
+            if pod.spec.node_name:
+                return str(pod.spec.node_name)
+        for pod in listed.items:
+            pinned = (pod.spec.node_selector or {}).get("kubernetes.io/hostname")
+            if pinned:
+                return str(pinned)
+        raise TargetError(f"{self.url}: no pod of {self.selector} is on (or pinned to) a node")
 
     def cordon(self, node: str | None = None, *, on: bool = True) -> None:
         self._call("cordon" if on else "uncordon", self.core.patch_node,

@@ -10,7 +10,8 @@ import pytest
 
 from chaos import inventory
 from chaos.errors import ConfigError, FaultError
-from chaos.faults import Fault, check_blast_radius, plan
+from chaos.faults import Fault, check_blast_radius, open_on_site, plan
+from chaos.ledger import Ledger
 from tests.unit.test_inventory import VALID
 
 
@@ -138,3 +139,20 @@ def test_alive_needs_a_live_numeric_pid(pid: str, alive: bool) -> None:
 
     result = subprocess.run(["sh", "-c", f'{ALIVE} alive "{pid}"'], timeout=10)
     assert (result.returncode == 0) is alive
+
+
+def test_blast_radius_counts_only_faults_open_on_the_same_site(tmp_path: Any) -> None:
+    s = site()
+    ledger = Ledger(tmp_path / "ledger")
+    for host in ("ctl1", "ctl2"):
+        fault = plan(s, "kill", host, "galera")
+        # the Kubernetes tier's site beside the process lab: same host names
+        ledger.record(fault.id, {"id": fault.id, "inventory": "/lab/inventory-kube.yaml",
+                                 "fault": fault.to_json()})
+    third = plan(s, "kill", "ctl3", "galera")
+    assert open_on_site(ledger, "/lab/inventory.yaml") == []
+    check_blast_radius(s, open_on_site(ledger, "/lab/inventory.yaml"), third)
+    same_site = open_on_site(ledger, "/lab/inventory-kube.yaml")
+    assert len(same_site) == 2
+    with pytest.raises(FaultError, match="3 of 3 galera"):
+        check_blast_radius(s, same_site, third)

@@ -73,7 +73,16 @@ class FakeApi(BaseHTTPRequestHandler):
         path, query = self._record()
         if FakeApi.slow:
             time.sleep(2)
-        if path == "/api/v1/namespaces/openstack/pods":
+        if path == "/api/v1/namespaces/openstack/pods" and query.get("watch") == ["true"]:
+            # a watch: one event a line, the current pods first (as the apiserver does)
+            lines = b"".join(json.dumps({"type": "ADDED", "object": p}).encode() + b"\n"
+                             for p in PODS)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(lines)))
+            self.end_headers()
+            self.wfile.write(lines)
+        elif path == "/api/v1/namespaces/openstack/pods":
             self._reply(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {},
                               "items": [] if "nova" in str(query.get("labelSelector"))
                               else PODS})
@@ -220,7 +229,9 @@ def test_fake_apiserver_delete_pod_fault_is_ledgered_and_reverted(
         deletes = [c for c in FakeApi.calls if c[0] == "DELETE"]
         assert [c[1].split("?")[0] for c in deletes] == [
             "/api/v1/namespaces/openstack/pods/mariadb-ctl1-a"]
-    # the revert waited for a Ready pod (the fake always has one) and cleared the ledger
+    # the revert watched for a Ready pod (the fake streams one) and cleared the ledger
+    watches = [c[1] for c in FakeApi.calls if c[0] == "GET" and "watch=true" in c[1]]
+    assert watches and "labelSelector=application%3Dmariadb%2Cnode%3Dctl1" in watches[0]
     assert list(ledger.open_faults()) == []
 
 
