@@ -129,10 +129,12 @@ class KubeLab:
 
     name = "kube"
 
-    def __init__(self, root: Path, secrets: LabSecrets,
+    def __init__(self, root: Path, secrets: LabSecrets, *, cgroup_prefix: str = "chaos-lab",
                  nodes: list[KubeNode] | None = None) -> None:
         self.root = root
         self.secrets = secrets
+        # cgroup names are machine-wide: each lab root has its own (see Lab.cgroup_prefix)
+        self.cgroup_prefix = cgroup_prefix
         self.nodes = nodes or NODES
         self.bin = kubebuild.bin_dir()
         self._daemons: list[Daemon] = []
@@ -172,6 +174,9 @@ class KubeLab:
 
     def node_dir(self, node: str) -> Path:
         return self.root / "nodes" / node
+
+    def cgroup_parent(self, node: str) -> str:
+        return f"{self.cgroup_prefix}-kube-{node}"
 
     def docker_socket(self, node: str) -> str:
         return f"unix://{self.node_dir(node) / 'docker.sock'}"
@@ -398,7 +403,7 @@ current-context: chaos-lab
             "--pidfile", str(self.dockerd_pidfile(node.name)),
             "--config-file", str(home / "daemon.json"),
             "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-            "--storage-driver=vfs", "--cgroup-parent", f"chaos-kube-{node.name}",
+            "--storage-driver=vfs", "--cgroup-parent", self.cgroup_parent(node.name),
             "--add-runtime", f"chaos-runc={self.root / 'bin' / 'runc-clamp'}",
             "--default-runtime", "chaos-runc",
             "--oom-score-adjust", "0", "--shutdown-timeout", "2", "--log-level", "warn",
@@ -548,7 +553,7 @@ current-context: chaos-lab
         problems = unmount_under(self.root)
         for hierarchy in cgroup_hierarchies():
             for kube_node in self.nodes:
-                problems += remove_cgroup_tree(hierarchy / f"chaos-kube-{kube_node.name}")
+                problems += remove_cgroup_tree(hierarchy / self.cgroup_parent(kube_node.name))
         if problems:
             raise LabError("kube: " + "; ".join(problems[:3]))
 

@@ -78,7 +78,7 @@ class Lab:
     def kube(self) -> KubeLab:
         from chaos.lab.kube import KubeLab
 
-        return KubeLab(self.root / "kube", self.secrets())
+        return KubeLab(self.root / "kube", self.secrets(), cgroup_prefix=self.cgroup_prefix())
 
     def components(self, *, kube: bool | None = None) -> list[Component]:
         """The process lab's components, and the Kubernetes tier's when it is (to be) up."""

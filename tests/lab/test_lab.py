@@ -18,7 +18,7 @@ import pymysql
 import pytest
 
 from chaos import inventory
-from chaos.lab import procs
+from chaos.lab import kube, procs
 from chaos.lab.compute import ComputeLab, domains
 from chaos.lab.lab import COMPUTES, CONTROLLERS, Lab
 from chaos.targets import host_target
@@ -212,6 +212,11 @@ def _leftovers(root: Path) -> list[str]:
         for port in (2222, 3306, 4567, 5672, 15672, 25672, 16509):
             if procs.port_open(address, port, timeout=0.2):
                 found.append(f"port {address}:{port} still open")
+    # the Kubernetes tier (lab up --kube): control plane, kubelets, Galera pods
+    kube_ports = [(kube.API_ADDRESS, p) for p in (kube.API_PORT, kube.ETCD_CLIENT_PORT)]
+    kube_ports += [(n.address, p) for n in kube.NODES for p in (kube.KUBELET_PORT, 3306, 4567)]
+    found += [f"port {a}:{p} still open" for a, p in kube_ports
+              if procs.port_open(a, p, timeout=0.2)]
     return found
 
 

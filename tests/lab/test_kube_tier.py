@@ -1,0 +1,173 @@
+"""The Kubernetes tier against a real API server (``chaos lab up --kube``): the seed's
+Galera topology as pods, and the harness's k8s:// target and faults used for real —
+exec, kill by exec, delete pod, cordon and drain, readiness by watch — and the scenario
+suite run against it by inventory alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos import expect, inventory
+from chaos.errors import ProbeTimeout
+from chaos.faults import Faults
+from chaos.inventory import Controller, Site
+from chaos.lab.lab import Lab
+from chaos.targets import for_url
+from chaos.targets.k8s import K8sTarget
+
+
+def chaos(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chaos.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def kube_lab(lab: Lab) -> Lab:
+    """The running lab with its Kubernetes tier (added to it when missing)."""
+    if not lab.kube_enabled():
+        lab.up(kube=True)
+    return lab
+
+
+@pytest.fixture
+def site(kube_lab: Lab) -> Site:
+    site = inventory.load(kube_lab.kube_inventory_file)
+    expect.galera_healthy(site, timeout=120)
+    return site
+
+
+def galera_target(site: Site, node: str) -> K8sTarget:
+    host = site.host(node)
+    assert isinstance(host, Controller) and host.galera is not None
+    target = for_url(host.galera.target, site)
+    assert isinstance(target, K8sTarget)
+    return target
+
+
+def pods(target: K8sTarget) -> list[Any]:
+    return list(target.core.list_namespaced_pod(target.namespace,
+                                                label_selector=target.selector,
+                                                _request_timeout=10).items)
+
+
+def ist_not_sst(kube_lab: Lab, node: str, since: int) -> None:
+    """The node's log after ``since`` bytes shows an IST received and no rsync SST."""
+    log = kube_lab.kube().galera().log_file(node).read_text(errors="replace")[since:]
+    assert "IST received" in log, log[-2000:]
+    assert "rsync SST completed on joiner" not in log
+
+
+def log_size(kube_lab: Lab, node: str) -> int:
+    return len(kube_lab.kube().galera().log_file(node).read_text(errors="replace"))
+
+
+def test_galera_runs_as_the_seed_runs_it(kube_lab: Lab, site: Site) -> None:
+    assert site.kind == "kubernetes"
+    checks = [c for c in kube_lab.status() if c.component.startswith("kube/")]
+    assert checks and all(c.ok for c in checks), checks
+    for node in ("ctl1", "ctl2", "ctl3"):
+        [pod] = pods(galera_target(site, node))
+        # pinned to its controller, on the host's network, data on a hostPath
+        assert pod.spec.node_name == node
+        assert pod.spec.host_network is True
+        assert pod.status.host_ip == site.host(node).address
+        paths = [v.host_path.path for v in pod.spec.volumes if v.host_path]
+        assert str(kube_lab.kube().galera().node_dir(node)) in paths
+        owner = pod.metadata.owner_references[0]
+        assert owner.kind == "ReplicaSet" and owner.name.startswith(f"galera-{node}-")
+
+
+def test_exec_runs_in_the_pod_and_a_kill_by_exec_leaves_the_pod_unready(
+    kube_lab: Lab, site: Site
+) -> None:
+    """chaos fault kill through the real API server's exec: mariadbd dies inside the pod,
+    the pod stays (its supervisor is PID 1) and turns unready; chaos recover galera
+    starts the node again by exec and it rejoins by IST."""
+    target = galera_target(site, "ctl2")
+    [before] = pods(target)
+    out = target.run("cat /proc/1/comm; echo $$", timeout=10).check().stdout.split()
+    assert out[0] == "supervise"  # our shell runs in the pod's own PID namespace
+    since = log_size(kube_lab, "ctl2")
+    inv = str(kube_lab.kube_inventory_file)
+    result = chaos("fault", "kill", "--node", "ctl2", "--service", "galera", "--inventory", inv)
+    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        expect.galera_quorum(site, ["ctl1", "ctl3"])
+        with pytest.raises(ProbeTimeout, match="Ready pod"):
+            target.await_ready(timeout=8)  # the readiness probe says what SQL says
+        result = chaos("recover", "galera", "--inventory", inv)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "joins by IST" in result.stdout
+        assert target.await_ready(timeout=60) == before.metadata.name
+        expect.galera_healthy(site)
+    finally:
+        assert chaos("heal", "--inventory", inv).returncode == 0
+    [after] = pods(target)
+    assert after.metadata.uid == before.metadata.uid, "the pod itself was never replaced"
+    ist_not_sst(kube_lab, "ctl2", since)
+
+
+def test_delete_pod_the_deployment_recreates_it_and_it_joins_by_ist(
+    kube_lab: Lab, site: Site
+) -> None:
+    target = galera_target(site, "ctl1")
+    [before] = pods(target)
+    since = log_size(kube_lab, "ctl1")
+    with Faults(site, inventory_path=str(kube_lab.kube_inventory_file)) as faults:
+        fault = faults.add("delete-pod", "ctl1", "galera")
+        expect.galera_quorum(site, ["ctl2", "ctl3"])
+        faults.revert(fault)  # waits, by watch, for the replacement to be Ready
+    expect.galera_healthy(site)
+    [after] = [p for p in pods(target) if p.metadata.deletion_timestamp is None]
+    assert after.metadata.uid != before.metadata.uid
+    assert after.spec.node_name == "ctl1"
+    ist_not_sst(kube_lab, "ctl1", since)
+
+
+def test_drain_evicts_the_pinned_pod_which_waits_pending_until_uncordon(
+    kube_lab: Lab, site: Site
+) -> None:
+    target = galera_target(site, "ctl3")
+    nodes = kube_lab.kube().node_states
+    with Faults(site, inventory_path=str(kube_lab.kube_inventory_file)) as faults:
+        fault = faults.add("drain", "ctl3")
+        assert nodes()["ctl3"] == "Ready,SchedulingDisabled"
+        expect.galera_quorum(site, ["ctl1", "ctl2"])
+        # the replacement cannot go anywhere else: pinned to its controller
+        pending = [p for p in pods(target) if p.metadata.deletion_timestamp is None]
+        assert [p.status.phase for p in pending] == ["Pending"]
+        assert pending[0].spec.node_name is None
+        faults.revert(fault)
+    assert nodes()["ctl3"] == "Ready"
+    expect.galera_healthy(site)
+    assert target.ready()
+
+
+def test_the_scenario_suite_runs_against_the_kube_tier_by_inventory_alone(
+    kube_lab: Lab, tmp_path: Path
+) -> None:
+    report = tmp_path / "report"
+    result = chaos("run", "--inventory", str(kube_lab.kube_inventory_file), "--report-dir",
+                   str(report), "-q", "-rs", timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    suite = ET.parse(report / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    cases = list(suite.iter("testcase"))
+    skipped = {c.get("name"): c.find("skipped") for c in cases
+               if c.find("skipped") is not None}
+    # every Galera drill applies to Galera on Kubernetes, and passes
+    galera_cases = [c for c in cases if "test_galera" in (c.get("classname") or "")]
+    assert len(galera_cases) >= 7 and all(not list(c) for c in galera_cases)
+    # what cannot apply says why: the tier runs no RabbitMQ and no libvirt
+    reasons = " ".join((s.get("message") or "") for s in skipped.values() if s is not None)
+    assert "runs no rabbitmq" in reasons
+    events = [json.loads(line) for line in (report / "journal.jsonl").read_text().splitlines()]
+    assert {e["fault"] for e in events if e["event"] == "fault.inject"} == {
+        e["fault"] for e in events if e["event"] == "fault.revert"}
