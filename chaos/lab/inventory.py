@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from chaos.lab.lab import Lab
+    from chaos.lab.rabbitmq import RabbitLab
 
 
 def _parts(lab: Lab) -> dict[str, Any]:
@@ -28,11 +29,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
 
     controllers = []
     for host in CONTROLLERS:
-        env_file = rabbit.pidfile(host.name).parent / "node.env"
-        env_file.parent.mkdir(parents=True, exist_ok=True)
-        env_file.touch(mode=0o600)
-        env_file.write_text("".join(f"{k}={shlex.quote(v)}\n"
-                                    for k, v in rabbit.node_env(host.name).items()))
+        rabbit.write_node_env(host.name)
         controllers.append({
             "name": host.name,
             "address": host.address,
@@ -45,17 +42,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
                 "pidfile": str(galera.pid_file(host.name)),
                 "start": shlex.join(galera.node_argv(host.name)),
             },
-            "rabbitmq": {
-                "node": rabbit.node_name(host.name),
-                "amqp_port": rabbit.amqp_port,
-                "management_port": rabbit.mgmt_port,
-                "target": target(host.address),
-                "data_dir": str(rabbit.data_dir(host.name)),
-                "pidfile": str(rabbit.pidfile(host.name)),
-                "start": f"set -a; . {shlex.quote(str(env_file))}; set +a; exec "
-                         + shlex.join(rabbit.node_argv(host.name)),
-                "cli": f"set -a; . {shlex.quote(str(env_file))}; set +a; /usr/lib/rabbitmq/bin/",
-            },
+            "rabbitmq": rabbit_section(rabbit, host.name, target(host.address)),
         })
     computes = []
     for name, address, mode in COMPUTES:
@@ -82,6 +69,19 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
         },
         "controllers": controllers,
         "computes": computes,
+    }
+
+
+def rabbit_section(rabbit: RabbitLab, node: str, target: str) -> dict[str, Any]:
+    return {
+        "node": rabbit.node_name(node),
+        "amqp_port": rabbit.amqp_port,
+        "management_port": rabbit.mgmt_port,
+        "target": target,
+        "data_dir": str(rabbit.data_dir(node)),
+        "pidfile": str(rabbit.pidfile(node)),
+        "start": rabbit.start_command(node),
+        "cli": rabbit.cli_prefix(node),
     }
 
 
@@ -112,7 +112,7 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
     from chaos.lab.kubetopology import selector_target
 
     kube = lab.kube()
-    galera = kube.galera()
+    galera, rabbit = kube.galera(), kube.rabbit()
     secrets = lab.root / "secrets"
     controllers = []
     for node in kube.controllers:
@@ -127,6 +127,8 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
                 "pidfile": str(galera.pid_file(node.name)),
                 "start": shlex.join(galera.node_argv(node.name)),
             },
+            "rabbitmq": rabbit_section(rabbit, node.name,
+                                       selector_target("rabbitmq", node.name, "rabbitmq")),
         })
     return {
         "name": "lab-kube",

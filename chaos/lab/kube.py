@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from chaos.lab.galera import GaleraLab
+    from chaos.lab.rabbitmq import RabbitLab
 
 from chaos.errors import LabError
 from chaos.lab import kubebuild, kubetopology, procs
@@ -58,6 +59,7 @@ SERVICE_RANGE = "127.0.100.0/24"
 PAUSE_IMAGE = "chaos/pause:lab"
 BASE_IMAGE = "chaos/base:lab"
 NAMESPACE = "openstack"
+EPMD_PORT = 4370  # the kube tier's RabbitMQ nodes' own epmd
 UP_TIMEOUT = 180.0
 
 
@@ -150,6 +152,15 @@ class KubeLab:
         return GaleraLab(self.root / "galera", [Host(n.name, n.address)
                                                 for n in self.controllers], self.secrets)
 
+    def rabbit(self) -> RabbitLab:
+        """The RabbitMQ nodes the pods run: the process lab's code at kube addresses,
+        with an epmd of their own (another port: the process lab's epmd keeps 4369)."""
+        from chaos.lab.rabbitmq import RabbitLab
+
+        return RabbitLab(self.root / "rabbitmq", [Host(n.name, n.address)
+                                                  for n in self.controllers], self.secrets,
+                         epmd_port=EPMD_PORT, partition_handling="pause_minority")
+
     @property
     def scripts(self) -> Path:
         return self.root / "scripts"
@@ -214,6 +225,7 @@ class KubeLab:
                 if procs.port_in_use(node.address, port):
                     problems.append(f"kube: {node.address}:{port} already in use")
         problems += [f"kube {p}" for p in self.galera().preflight()]
+        problems += [f"kube {p}" for p in self.rabbit().preflight()]
         return problems
 
     # -- up -----------------------------------------------------------------------
@@ -235,7 +247,11 @@ class KubeLab:
             self._import_images(node)
             self._start_kubelet(node, register)
         self._wait_nodes_ready()
+        kubetopology.write_scripts(self.scripts)
+        kubetopology.create_namespace(self.api())
+        self._deploy_rabbitmq(register)  # boots while Galera's pods come up one by one
         self._deploy_galera(register)
+        self.rabbit().finish_up(self._daemons)
 
     def api(self) -> Any:
         from kubernetes import config
@@ -248,7 +264,6 @@ class KubeLab:
         names = [n.name for n in self.controllers]
         # the first pod bootstraps the cluster from the template's state, once
         (galera.node_dir(names[0]) / "bootstrap-once").touch()
-        kubetopology.write_scripts(self.scripts)
         objects = kubetopology.galera_objects(
             names, image=BASE_IMAGE, scripts=self.scripts,
             node_dir={n: galera.node_dir(n) for n in names},
@@ -256,7 +271,6 @@ class KubeLab:
             pidfile={n: galera.pid_file(n) for n in names},
             log={n: galera.log_file(n) for n in names},
             socket={n: galera.socket_path(n) for n in names})
-        kubetopology.create_namespace(self.api())
         # one node at a time, as the process lab does: a joiner that finds nobody gives
         # up, and two joiners arriving together churn through non-Primary views
         for name in names:
@@ -268,6 +282,22 @@ class KubeLab:
         for check in galera.status():
             if not check.ok:
                 raise LabError(f"kube {check.component} unhealthy after up: {check.detail}")
+
+    def _deploy_rabbitmq(self, register: Register) -> None:
+        rabbit = self.rabbit()
+        rabbit.prepare()
+        names = [n.name for n in self.controllers]
+        for name in names:
+            rabbit.write_node_env(name)
+        # a host daemon, as epmd is one per host: the nodes register with it
+        self._daemons.append(rabbit.start_epmd(register, name="kube-epmd"))
+        # all at once: classic_config peer discovery forms the cluster at boot
+        kubetopology.apply(self.api(), kubetopology.rabbitmq_objects(
+            names, image=BASE_IMAGE, scripts=self.scripts, root=rabbit.root,
+            start={n: rabbit.start_command(n) for n in names},
+            pidfile={n: rabbit.pidfile(n) for n in names},
+            log={n: rabbit.log_file(n).parent / "server.out" for n in names},
+            amqp_port=rabbit.amqp_port))
 
     def deployment_states(self) -> dict[str, tuple[int, int]]:
         from kubernetes import client
@@ -528,7 +558,8 @@ current-context: chaos-lab
         for name, (ready, want) in sorted(deployments.items()):
             checks.append(Check(f"kube/deployment/{name}", ready >= want,
                                 f"{ready}/{want} available"))
-        checks += [Check(f"kube/{c.component}", c.ok, c.detail) for c in self.galera().status()]
+        checks += [Check(f"kube/{c.component}", c.ok, c.detail)
+                   for c in [*self.galera().status(), *self.rabbit().status()]]
         return checks
 
     def down(self, daemons: list[Daemon]) -> None:

@@ -87,7 +87,7 @@ def _host_path(name: str, path: str, mount: str | None = None, *,
 
 def service_pod_spec(*, node: str, container: str, image: str, command: list[str],
                      data_paths: list[str], scripts: Path,
-                     readiness: list[str] | None = None,
+                     readiness: list[str] | None = None, ready_port: int | None = None,
                      grace_seconds: int = 25) -> dict[str, Any]:
     """A pod pinned to ``node`` with host networking, the host's /usr and /etc, the
     lab's scripts at /chaos and each of ``data_paths`` at its own path."""
@@ -111,10 +111,12 @@ def service_pod_spec(*, node: str, container: str, image: str, command: list[str
         }],
         "volumes": [v for v, _ in mounts],
     }
+    probe: dict[str, Any] = {"periodSeconds": 3, "timeoutSeconds": 5, "failureThreshold": 1}
     if readiness:
-        spec["containers"][0]["readinessProbe"] = {
-            "exec": {"command": readiness}, "periodSeconds": 3, "timeoutSeconds": 5,
-            "failureThreshold": 1}
+        spec["containers"][0]["readinessProbe"] = {"exec": {"command": readiness}, **probe}
+    elif ready_port:
+        # the kubelet connects from the host: with host networking, the node's address
+        spec["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": ready_port}, **probe}
     return spec
 
 
@@ -162,6 +164,27 @@ def galera_objects(nodes: list[str], *, image: str, scripts: Path,
         objects.append(headless_service(f"galera-{node}", labels,
                                         {"mysql": 3306, "gcomm": 4567, "ist": 4568}))
     objects.append(headless_service("galera", {"app": "galera"}, {"mysql": 3306}))
+    return objects
+
+
+def rabbitmq_objects(nodes: list[str], *, image: str, scripts: Path, root: Path,
+                     start: dict[str, str], pidfile: dict[str, Path], log: dict[str, Path],
+                     amqp_port: int) -> list[dict[str, Any]]:
+    """One Deployment per node, pinned, each node with its fixed Erlang name
+    (rabbit-ctlN@ctlN, resolved by the nodes' inetrc file): what StatefulSet hostnames
+    give a real site, a Deployment per node gives the seed."""
+    objects = []
+    for node in nodes:
+        labels = {"app": "rabbitmq", "node": node}
+        spec = service_pod_spec(
+            node=node, container="rabbitmq", image=image, scripts=scripts,
+            command=["/chaos/supervise", str(pidfile[node]), str(log[node]),
+                     "/bin/sh", "-c", start[node]],
+            data_paths=[str(root)], ready_port=amqp_port, grace_seconds=30)
+        objects.append(deployment(f"rabbitmq-{node}", labels, spec))
+        objects.append(headless_service(f"rabbitmq-{node}", labels,
+                                        {"amqp": amqp_port, "dist": 25672}))
+    objects.append(headless_service("rabbitmq", {"app": "rabbitmq"}, {"amqp": amqp_port}))
     return objects
 
 

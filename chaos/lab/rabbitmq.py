@@ -23,6 +23,7 @@ import base64
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import urllib.error
@@ -368,8 +369,30 @@ class RabbitLab:
         if problems:
             raise LabError(problems[0] + (f" (+{len(problems) - 1} more)" if problems[1:] else ""))
         self._write_files()
+        epmd = self.start_epmd(register)
+        daemons = [epmd]
+        for host in self.nodes:
+            daemon = procs.spawn(
+                f"rabbitmq-{host.name}",
+                self.node_argv(host.name),
+                log=self._dir(host.name) / "log" / "server.out",
+                env=self.node_env(host.name),
+                cwd=self._dir(host.name),
+                pidfile=self.pidfile(host.name),
+            )
+            register(daemon)
+            daemons.append(daemon)
+        self.finish_up(daemons)
+
+    def prepare(self) -> None:
+        """Config, cookie, inetrc and empty data for every node: ready to start (shared
+        with the Kubernetes tier's RabbitMQ pods)."""
+        self._write_files()
+
+    def start_epmd(self, register: Register, name: str = "epmd") -> Daemon:
+        """The one epmd of these nodes, on 127.0.0.1 and every node address."""
         epmd = procs.spawn(
-            "epmd",
+            name,
             self._epmd_argv(),
             log=self.root / "epmd.log",
             env=self._base_env(self.nodes[0].name),
@@ -384,18 +407,28 @@ class RabbitLab:
             timeout=10.0,
             daemons=[epmd],
         )
-        daemons = [epmd]
-        for host in self.nodes:
-            daemon = procs.spawn(
-                f"rabbitmq-{host.name}",
-                self.node_argv(host.name),
-                log=self._dir(host.name) / "log" / "server.out",
-                env=self.node_env(host.name),
-                cwd=self._dir(host.name),
-                pidfile=self.pidfile(host.name),
-            )
-            register(daemon)
-            daemons.append(daemon)
+        return epmd
+
+    def write_node_env(self, node: str) -> Path:
+        """The node's environment as a file (mode 600) that a start command sources."""
+        env_file = self._dir(node) / "node.env"
+        env_file.parent.mkdir(parents=True, exist_ok=True)
+        env_file.touch(mode=0o600)
+        env_file.write_text("".join(f"{k}={shlex.quote(v)}\n"
+                                    for k, v in self.node_env(node).items()))
+        return env_file
+
+    def start_command(self, node: str) -> str:
+        env_file = shlex.quote(str(self._dir(node) / "node.env"))
+        return f"set -a; . {env_file}; set +a; exec " + shlex.join(self.node_argv(node))
+
+    def cli_prefix(self, node: str) -> str:
+        env_file = shlex.quote(str(self._dir(node) / "node.env"))
+        return f"set -a; . {env_file}; set +a; {RABBIT_BIN}/"
+
+    def finish_up(self, daemons: list[Daemon]) -> None:
+        """Once the nodes run: the cluster whole, a quorum queue works, and the seed
+        lists its peers from now on."""
         self.wait_healthy(timeout=UP_TIMEOUT, daemons=daemons)
         self._check_quorum_queue()
         # From now on the seed lists its peers too, as every node of a real site does:

@@ -162,14 +162,18 @@ def test_the_scenario_suite_runs_against_the_kube_tier_by_inventory_alone(
     cases = list(suite.iter("testcase"))
     skipped = {c.get("name"): c.find("skipped") for c in cases
                if c.find("skipped") is not None}
-    # every Galera drill applies to Galera on Kubernetes, and passes
-    galera_cases = [c for c in cases if "test_galera" in (c.get("classname") or "")]
-    outcomes = [[e.tag for e in c if e.tag in ("failure", "error", "skipped")]
-                for c in galera_cases]
-    assert len(galera_cases) >= 7 and outcomes == [[]] * len(galera_cases), outcomes
-    # what cannot apply says why: the tier runs no RabbitMQ and no libvirt
+    # every Galera, RabbitMQ and whole-controller drill applies to the seed's pods, and
+    # passes
+    for family, least in (("test_galera", 7), ("test_rabbitmq", 3), ("test_controller", 2)):
+        family_cases = [c for c in cases if family in (c.get("classname") or "")]
+        outcomes = [[e.tag for e in c if e.tag in ("failure", "error", "skipped")]
+                    for c in family_cases]
+        assert len(family_cases) >= least, family
+        assert outcomes == [[]] * len(family_cases), (family, outcomes)
+    # what cannot apply says why
     reasons = " ".join((s.get("message") or "") for s in skipped.values() if s is not None)
-    assert "runs no rabbitmq" in reasons
+    assert all("does not apply" in (s.get("message") or "") or "empty parameter set" in
+               (s.get("message") or "") for s in skipped.values() if s is not None), reasons
     events = [json.loads(line) for line in (report / "journal.jsonl").read_text().splitlines()]
     assert {e["fault"] for e in events if e["event"] == "fault.inject"} == {
         e["fault"] for e in events if e["event"] == "fault.revert"}
