@@ -247,6 +247,8 @@ def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
                   container: bool = False) -> Fault:
     if not isinstance(host, Compute) or host.libvirt is None or host.docker is None:
         raise ConfigError(f"host {host.name} has no libvirt container in the inventory")
+    if host.libvirt.container.startswith("k8s://"):
+        return _libvirt_kill_in_pod(site, host, fid, container=container)
     from chaos.targets.docker import parse
 
     _, name = parse(host.libvirt.container)
@@ -261,6 +263,30 @@ def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
                        f"libvirtd on {host.name} is gone (SIGKILL)")]
     revert = [Step(where, docker + quote("start %s", name),
                    f"the libvirt container on {host.name} runs again", timeout=60)]
+    return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
+                 inject, revert, {"libvirt": [host.name]})
+
+
+def _libvirt_kill_in_pod(site: Site, host: Compute, fid: str, *, container: bool) -> Fault:
+    """libvirt in a pod: kill libvirtd (by exec: with hostPID its pidfile holds the
+    host's PID) or kill the whole container on the node's docker, as a crash would.
+    The kubelet restarts the container by itself; the revert waits for it Ready."""
+    assert host.libvirt is not None and host.docker is not None
+    url = host.libvirt.container
+    if container:
+        namespace = url.removeprefix("k8s://").split("/", 1)[0]
+        docker = quote("docker -H %s ", host.docker.socket)
+        found = docker + quote("ps -q --filter label=io.kubernetes.pod.namespace=%s "
+                               "--filter label=io.kubernetes.container.name=libvirt", namespace)
+        inject = [Step(host_target(site, host.name).url,
+                       f"ids=$({found}) && [ -n \"$ids\" ] && " + docker + "kill -s KILL $ids",
+                       f"the libvirt container on {host.name} is killed")]
+    else:
+        inject = [Step(url, "kill -s KILL \"$(cat /run/libvirtd.pid)\"",
+                       f"libvirtd on {host.name} is gone (SIGKILL)")]
+    revert = [Step(url, f"wait for a Ready pod behind {url}", "the kubelet restarted the "
+                   f"libvirt container on {host.name} and it is Ready", action="await-ready",
+                   timeout=120)]
     return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
                  inject, revert, {"libvirt": [host.name]})
 

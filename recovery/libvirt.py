@@ -26,10 +26,12 @@ from recovery.plan import execute as run_plan
 
 PROCEDURE = Procedure(
     "libvirt",
-    observes="on each compute: the libvirt container's state, and whether libvirt answers",
+    observes="on each compute: the libvirt container's state (or its pod's readiness), and "
+             "whether libvirt answers",
     decides="start the libvirt container where it is not running or libvirt does not answer "
-            "(after waiting for its docker daemon), and wait until libvirt answers; VMs that "
-            "died are not restarted: that is nova's decision, and what the oracle reports",
+            "(after waiting for its docker daemon; in a pod, wait for the kubelet's restart), "
+            "and wait until libvirt answers; VMs that died are not restarted: that is nova's "
+            "decision, and what the oracle reports",
     done="libvirt answers on every compute and lists its domains",
     final="all:", final_timeout=60)
 
@@ -60,16 +62,44 @@ def _docker_prefix(host: Compute) -> tuple[str, str]:
     return quote("docker -H %s ", host.docker.socket), name
 
 
+def _wait_docker(host: Compute) -> str:
+    """Shell: wait (bounded: 60 x 0.5 s) until the host's docker daemon answers."""
+    assert host.docker is not None
+    prefix = quote("docker -H %s ", host.docker.socket)
+    return f"for i in $(seq 1 60); do {prefix}info >/dev/null 2>&1 && break; sleep 0.5; done"
+
+
+def _in_pod(host: Compute) -> bool:
+    return host.libvirt is not None and host.libvirt.container.startswith("k8s://")
+
+
+def _container_state(site: Site, host: Compute) -> str:
+    """running, exited, absent: of the docker container, or of the pod's readiness."""
+    assert host.libvirt is not None
+    if _in_pod(host):
+        from chaos.targets import for_url
+        from chaos.targets.k8s import K8sTarget
+
+        if host.docker is not None:
+            # a docker daemon just restarted stops the containers it finds before it
+            # answers; until then libvirt may still answer, about to be stopped
+            host_target(site, host.name).run(_wait_docker(host), timeout=40)
+        pod = for_url(host.libvirt.container, site)
+        assert isinstance(pod, K8sTarget)
+        return "running" if pod.ready() else "not ready"
+    prefix, name = _docker_prefix(host)
+    out = host_target(site, host.name).run(
+        prefix + quote("inspect -f '{{.State.Status}}' %s", name), timeout=15)
+    return out.stdout.strip() if out.ok else "absent"
+
+
 def observe(site: Site, *, only: str | None = None) -> dict[str, HostState]:
     if PROCEDURE.rehearse("observe", on=only):
         return {}
     states = {}
     for host in _computes(site, only):
-        prefix, name = _docker_prefix(host)
         try:
-            out = host_target(site, host.name).run(
-                prefix + quote("inspect -f '{{.State.Status}}' %s", name), timeout=15)
-            container = out.stdout.strip() if out.ok else "absent"
+            container = _container_state(site, host)
         except HarnessError as exc:
             container = f"unknown: {exc}"
         try:
@@ -90,12 +120,23 @@ def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None =
         if state.container == "running" and state.answers:
             continue
         result.situation = "libvirt down"
+        assert host.libvirt is not None
+        if _in_pod(host):
+            # the kubelet restarts a dead container by itself (restartPolicy Always);
+            # recovery is waiting for it, bounded, and for libvirt to answer
+            url = host.libvirt.container
+            result.steps.append(Step(url, f"wait for a Ready pod behind {url}",
+                                     f"the kubelet restarted libvirt on {host.name} and "
+                                     "libvirt answers again", action="await-ready",
+                                     # a container killed again and again is restarted
+                                     # with the kubelet's growing back-off (10, 20, 40 s)
+                                     wait=f"answers:{host.name}", wait_timeout=120,
+                                     timeout=120))
+            continue
         prefix, name = _docker_prefix(host)
         # a docker daemon just restarted takes a moment to answer: wait for it, bounded
-        wait_docker = f"for i in $(seq 1 60); do {prefix}info >/dev/null 2>&1 && break; " \
-                      "sleep 0.5; done; "
         result.steps.append(Step(host_target(site, host.name).url,
-                                 wait_docker + prefix + quote("start %s", name),
+                                 _wait_docker(host) + "; " + prefix + quote("start %s", name),
                                  f"the libvirt container on {host.name} runs and libvirt "
                                  "answers again", wait=f"answers:{host.name}", wait_timeout=60,
                                  timeout=60))

@@ -291,6 +291,17 @@ def mounts_under(root: Path) -> list[str]:
     return [point for point, _ in mounts() if point.startswith(base) or point == base[:-1]]
 
 
+def dockerd_start_command(argv: list[str], exec_root: Path) -> str:
+    """Shell command that starts a dockerd after a crash. The containerd that a killed
+    dockerd leaves behind is reparented to PID 1, which on these machines may never
+    reap it: dockerd then finds its PID "alive", waits for a dead socket and gives
+    up. A zombie's pidfile is removed first."""
+    pidfile = exec_root / "containerd" / "containerd.pid"
+    return (f"p=$(cat {pidfile} 2>/dev/null); "
+            "case \"$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)\" in "
+            f"''|Z) rm -f {pidfile};; esac; exec " + shlex.join(argv))
+
+
 def unmount_under(root: Path) -> list[str]:
     """Unmount everything under ``root`` (dockerd and the kubelet bind their own
     directories); the problems, if any."""
@@ -385,7 +396,7 @@ def _rootfs_tar() -> bytes:
     return buffer.getvalue()
 
 
-_ENTRYPOINT = """#!/bin/sh
+ENTRYPOINT = """#!/bin/sh
 # CHAOS_CGROUP set ("right" mode): leave the container's cgroups in every hierarchy, so
 # that runc, which kills every process of the container's cgroup when the container
 # stops, cannot reach the qemu processes libvirtd will fork.
@@ -439,14 +450,14 @@ class ComputeLab:
         except KeyError:
             raise LabError(f"no compute host {name!r}") from None
 
-    def _dir(self, host: str) -> Path:
+    def node_home(self, host: str) -> Path:
         return self.root / host
 
     def libvirt_uri(self, host: str) -> str:
         return f"qemu+tcp://{self.host(host).address}:{self.libvirt_port}/system"
 
     def docker_socket(self, host: str) -> str:
-        return f"unix://{self._dir(host) / 'docker.sock'}"
+        return f"unix://{self.node_home(host) / 'docker.sock'}"
 
     def container_name(self, host: str) -> str:
         return CONTAINER
@@ -514,10 +525,10 @@ class ComputeLab:
                 problems.append(f"{h.name}: address {h.address} is not on 127.0.0.0/8")
             elif port_in_use(h.address, self.libvirt_port):
                 problems.append(f"{h.name}: {h.address}:{self.libvirt_port} already in use")
-            longest = self._dir(h.name) / "x" / "containerd" / "containerd.sock.ttrpc"
+            longest = self.node_home(h.name) / "x" / "containerd" / "containerd.sock.ttrpc"
             if len(str(longest)) > _SOCKET_MAX:
                 problems.append(f"{h.name}: lab root too long for unix sockets ({longest})")
-            if self._lab_pids(only_host=h.name):
+            if self.lab_pids(only_host=h.name):
                 problems.append(f"{h.name}: processes of an earlier lab in {self.root} remain")
         if any(h.mode == "right" for h in self.hosts):
             hierarchies = cgroup_hierarchies()
@@ -575,13 +586,13 @@ class ComputeLab:
                 self._probed.set()
 
     def _up_host_steps(self, h: ComputeHost, register: Register) -> None:
-        home = self._dir(h.name)
+        home = self.node_home(h.name)
         old = self._dockerd_pid(h.name)
         if old is not None:
             raise LabError(f"dockerd-{h.name} already running (pid {old}); run down first")
         for sub in ("d", "x", "etc", "run", "lib", "cache", "tmp", "bin", "log/libvirt"):
             (home / sub).mkdir(parents=True, exist_ok=True)
-        self._write_config(h)
+        self.write_config(h)
         (home / "daemon.json").write_text("{}\n")  # never read /etc/docker/daemon.json
         daemon = spawn(f"dockerd-{h.name}", self.dockerd_argv(h.name),
                        log=home / "log" / "dockerd.log", pidfile=self.dockerd_pidfile(h.name))
@@ -609,7 +620,7 @@ class ComputeLab:
                 timeout=_UP_TIMEOUT,
                 interval=0.1,
             )
-        self._seed_capabilities(h.name)
+        self.seed_capabilities(h.name)
         self._run_container(h)
         self._mark(h.name, "container")
         self._wait_libvirt(h.name, timeout=_UP_TIMEOUT)
@@ -618,15 +629,15 @@ class ComputeLab:
         self._mark(h.name, "domain")
         if h.mode != "no-hostpid":
             # libvirt probes lazily, on the first define: only now is the cache written
-            self._save_capabilities(h.name)
+            self.save_capabilities(h.name)
             self._probed.set()
 
     def dockerd_pidfile(self, host: str) -> Path:
-        return self._dir(host) / "docker.pid"
+        return self.node_home(host) / "docker.pid"
 
     def dockerd_argv(self, host: str) -> list[str]:
         """The exact command that starts this host's private docker daemon."""
-        home = self._dir(host)
+        home = self.node_home(host)
         return [
             _binary("dockerd") or "dockerd",
             "--host", self.docker_socket(host),
@@ -644,14 +655,7 @@ class ComputeLab:
         ]  # fmt: skip
 
     def dockerd_start_command(self, host: str) -> str:
-        """Shell command that starts dockerd after a crash. The containerd that a killed
-        dockerd leaves behind is reparented to PID 1, which on these machines may never
-        reap it: dockerd then finds its PID "alive", waits for a dead socket and gives
-        up. A zombie's pidfile is removed first."""
-        pidfile = self._dir(host) / "x" / "containerd" / "containerd.pid"
-        return (f"p=$(cat {pidfile} 2>/dev/null); "
-                "case \"$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)\" in "
-                f"''|Z) rm -f {pidfile};; esac; exec " + shlex.join(self.dockerd_argv(host)))
+        return dockerd_start_command(self.dockerd_argv(host), self.node_home(host) / "x")
 
     def start_domains(self, host: str) -> None:
         """Start the host's domains that are not running (what nova would do)."""
@@ -664,12 +668,13 @@ class ComputeLab:
     def _docker_answers(self, host: str, pid: int) -> tuple[bool, str]:
         if not alive(pid):
             # done, but failed: waiting longer cannot help
-            return True, f"dockerd exited: {_last_line(self._dir(host) / 'log' / 'dockerd.log')}"
+            log = self.node_home(host) / "log" / "dockerd.log"
+            return True, f"dockerd exited: {_last_line(log)}"
         result = self.docker_raw(host, "version", "--format", "{{.Server.Version}}", timeout=5)
         return result.returncode == 0, (result.stdout or result.stderr).strip()
 
-    def _write_config(self, h: ComputeHost) -> None:
-        home = self._dir(h.name)
+    def write_config(self, h: ComputeHost) -> None:
+        home = self.node_home(h.name)
         (home / "etc" / "libvirtd.conf").write_text(
             f"""# written by chaos.lab.compute for {h.name} ({h.mode})
 listen_tls = 0
@@ -693,10 +698,10 @@ cgroup_controllers = [ ]
 """
         )
         entry = home / "bin" / "entrypoint.sh"
-        entry.write_text(_ENTRYPOINT)
+        entry.write_text(ENTRYPOINT)
         entry.chmod(0o755)
 
-    def _ensure_cgroups(self, host: str) -> None:
+    def ensure_cgroups(self, host: str) -> None:
         name = self.cgroup_name(host)
         for hierarchy in cgroup_hierarchies():
             folder = hierarchy / name
@@ -707,7 +712,7 @@ cgroup_controllers = [ ]
                     (folder / knob).write_text((hierarchy / knob).read_text())
 
     def _run_container(self, h: ComputeHost) -> None:
-        home = self._dir(h.name)
+        home = self.node_home(h.name)
         args = [
             "run", "--detach", "--name", CONTAINER, "--network", "host", "--restart", "no",
             "--label", f"chaos-lab={self.cgroup_prefix}",
@@ -727,7 +732,7 @@ cgroup_controllers = [ ]
         if h.mode in ("right", "in-cgroup"):
             args += ["--pid", "host"]
         if h.mode == "right":
-            self._ensure_cgroups(h.name)
+            self.ensure_cgroups(h.name)
             args += [
                 "--cgroupns", "host",
                 "-v", "/sys/fs/cgroup:/sys/fs/cgroup",
@@ -778,7 +783,7 @@ cgroup_controllers = [ ]
 
     def _container_log_tail(self, host: str) -> str:
         # libvirtd logs to a file, so its last words are there, not in docker logs
-        log = self._dir(host) / "log" / "libvirt" / "libvirtd.log"
+        log = self.node_home(host) / "log" / "libvirt" / "libvirtd.log"
         if log.exists():
             return f"libvirtd.log: {_last_line(log)}"
         result = self.docker_raw(host, "logs", "--tail", "3", CONTAINER, timeout=5)
@@ -811,7 +816,7 @@ cgroup_controllers = [ ]
         """(Re)start the libvirt container, as kubelet would; return once libvirt answers."""
         h = self.host(host)
         if h.mode == "right":
-            self._ensure_cgroups(host)
+            self.ensure_cgroups(host)
         if self.docker_raw(host, "inspect", CONTAINER, timeout=10).returncode == 0:
             self.docker(host, "start", CONTAINER, timeout=30)
         else:
@@ -820,19 +825,19 @@ cgroup_controllers = [ ]
 
     # ----- capability cache
 
-    def _seed_capabilities(self, host: str) -> None:
+    def seed_capabilities(self, host: str) -> None:
         shared = self.capabilities_cache
         if not shared.is_dir():
             return
-        target = self._dir(host) / "cache" / "qemu" / "capabilities"
+        target = self.node_home(host) / "cache" / "qemu" / "capabilities"
         target.mkdir(parents=True, exist_ok=True)
         for xml in shared.glob("*.xml"):
             shutil.copy2(xml, target / xml.name)
 
-    def _save_capabilities(self, host: str) -> None:
+    def save_capabilities(self, host: str) -> None:
         """Keep the freshest probe result for the next lab; libvirt re-probes if stale."""
         shared = self.capabilities_cache
-        source = self._dir(host) / "cache" / "qemu" / "capabilities"
+        source = self.node_home(host) / "cache" / "qemu" / "capabilities"
         files = {p.name: p.read_bytes() for p in source.glob("*.xml")}
         if not files:
             return
@@ -888,13 +893,13 @@ cgroup_controllers = [ ]
 
     def _dockerd_pid(self, host: str) -> int | None:
         """dockerd of this host, from its pid file, checked against its command line."""
-        pid = read_pidfile(self._dir(host) / "docker.pid")
+        pid = read_pidfile(self.node_home(host) / "docker.pid")
         if pid and alive(pid) and self._mentions_root(pid, host):
             return pid
         return None
 
     def _mentions_root(self, pid: int, host: str | None = None) -> bool:
-        base = str(self._dir(host) if host else self.root) + "/"
+        base = str(self.node_home(host) if host else self.root) + "/"
         return any(base in arg for arg in _cmdline(pid))
 
     def _lab_uuids(self, only_host: str | None = None) -> set[str]:
@@ -903,7 +908,7 @@ cgroup_controllers = [ ]
         for h in self.hosts:
             if only_host and h.name != only_host:
                 continue
-            home = self._dir(h.name)
+            home = self.node_home(h.name)
             files = [*(home / "etc" / "qemu").glob("*.xml"),
                      *(home / "run" / "libvirt" / "qemu").glob("*.xml")]  # fmt: skip
             for xml in files:
@@ -915,7 +920,7 @@ cgroup_controllers = [ ]
                         uuids.add(text[start + 6 : end].strip())
         return uuids
 
-    def _lab_pids(self, only_host: str | None = None) -> list[int]:
+    def lab_pids(self, only_host: str | None = None) -> list[int]:
         """Live processes of this lab: its docker daemons and shims (by their command
         line naming the root), anything in its cgroups (libvirtd, qemu), and qemu processes
         of its domains wherever they ended up."""
@@ -951,7 +956,7 @@ cgroup_controllers = [ ]
         problems = self._parallel(lambda h: self._down_host(h, daemons))
         # the lab is being destroyed: no need to give stragglers (shims ignore SIGTERM)
         # long to exit cleanly
-        leftover = stop(self._lab_pids(), timeout=1)
+        leftover = stop(self.lab_pids(), timeout=1)
         if leftover:
             problems.append(f"processes still alive: {leftover}")
         problems += self._unmount_all()
@@ -1002,7 +1007,7 @@ cgroup_controllers = [ ]
         if mounts_under(self.root):
             return ["mounts remain under root; state left in place"]
         for h in self.hosts:
-            home = self._dir(h.name)
+            home = self.node_home(h.name)
             for sub in ("d", "x", "etc", "run", "lib", "cache", "tmp", "bin"):
                 shutil.rmtree(home / sub, ignore_errors=True)
             for name in ("docker.sock", "docker.pid", "daemon.json"):

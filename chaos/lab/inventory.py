@@ -112,7 +112,7 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
     from chaos.lab.kubetopology import selector_target
 
     kube = lab.kube()
-    galera, rabbit = kube.galera(), kube.rabbit()
+    galera, rabbit, compute = kube.galera(), kube.rabbit(), kube.compute()
     secrets = lab.root / "secrets"
     controllers = []
     for node in kube.controllers:
@@ -142,4 +142,15 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
         },
         "kubernetes": {"kubeconfig": str(kube.kubeconfig)},
         "controllers": controllers,
+        "computes": [{
+            "name": node.name,
+            "address": node.address,
+            # the node's own docker, under the kubelet: what kill-docker kills
+            "docker": {"socket": kube.docker_socket(node.name),
+                       "pidfile": str(kube.dockerd_pidfile(node.name)),
+                       "start": kube.dockerd_start_command(node.name)},
+            "libvirt": {"uri": compute.libvirt_uri(node.name),
+                        "container": selector_target("libvirt", node.name, "libvirt")},
+            "expect_vms": "survive",
+        } for node in kube.computes],
     }

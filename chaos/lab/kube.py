@@ -38,11 +38,13 @@ from subprocess import CompletedProcess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from chaos.lab.compute import ComputeLab
     from chaos.lab.galera import GaleraLab
     from chaos.lab.rabbitmq import RabbitLab
 
 from chaos.errors import LabError
 from chaos.lab import kubebuild, kubetopology, procs
+from chaos.lab.compute import domains
 from chaos.lab.model import Check, Host, LabSecrets, Register
 from chaos.lab.procs import Daemon
 from chaos.wait import wait_for
@@ -126,6 +128,26 @@ def base_rootfs() -> bytes:
                  "var/run": "../run"})
 
 
+# The kubelet keeps pod logs at these fixed paths (1.20 has no flag for them): the one
+# trace of the tier outside the lab's root, removed by down
+POD_LOGS = Path("/var/log/pods")
+CONTAINER_LOGS = Path("/var/log/containers")
+
+
+def remove_pod_logs() -> list[str]:
+    """The kubelets' log links and folders of the lab's namespace; the problems."""
+    import shutil
+
+    problems = []
+    for folder in POD_LOGS.glob(f"{kubetopology.NAMESPACE}_*"):
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            problems.append(f"cannot remove {folder}")
+    for link in CONTAINER_LOGS.glob(f"*_{kubetopology.NAMESPACE}_*.log"):
+        link.unlink(missing_ok=True)
+    return problems
+
+
 class KubeLab:
     """The control plane and its nodes, as a lab component."""
 
@@ -160,6 +182,25 @@ class KubeLab:
         return RabbitLab(self.root / "rabbitmq", [Host(n.name, n.address)
                                                   for n in self.controllers], self.secrets,
                          epmd_port=EPMD_PORT, partition_handling="pause_minority")
+
+    @property
+    def computes(self) -> list[KubeNode]:
+        return [n for n in self.nodes if n.role == "compute"]
+
+    def compute(self) -> ComputeLab:
+        """libvirt's state directories and config, as the process lab's "right" host
+        has them (hostPID, own cgroups), at kube addresses; run by pods here."""
+        from chaos.lab.compute import ComputeHost, ComputeLab
+
+        return ComputeLab(self.root / "compute",
+                          [ComputeHost(n.name, n.address, "right") for n in self.computes],
+                          cgroup_prefix=f"{self.cgroup_prefix}-kube-libvirt")
+
+    def dockerd_start_command(self, node: str) -> str:
+        from chaos.lab.compute import dockerd_start_command
+
+        kube_node = next(n for n in self.nodes if n.name == node)
+        return dockerd_start_command(self.dockerd_argv(kube_node), self.node_dir(node) / "x")
 
     @property
     def scripts(self) -> Path:
@@ -250,8 +291,10 @@ class KubeLab:
         kubetopology.write_scripts(self.scripts)
         kubetopology.create_namespace(self.api())
         self._deploy_rabbitmq(register)  # boots while Galera's pods come up one by one
+        self._deploy_compute()
         self._deploy_galera(register)
         self.rabbit().finish_up(self._daemons)
+        self._finish_compute()
 
     def api(self) -> Any:
         from kubernetes import config
@@ -291,13 +334,55 @@ class KubeLab:
             rabbit.write_node_env(name)
         # a host daemon, as epmd is one per host: the nodes register with it
         self._daemons.append(rabbit.start_epmd(register, name="kube-epmd"))
-        # all at once: classic_config peer discovery forms the cluster at boot
-        kubetopology.apply(self.api(), kubetopology.rabbitmq_objects(
+        objects = kubetopology.rabbitmq_objects(
             names, image=BASE_IMAGE, scripts=self.scripts, root=rabbit.root,
             start={n: rabbit.start_command(n) for n in names},
             pidfile={n: rabbit.pidfile(n) for n in names},
             log={n: rabbit.log_file(n).parent / "server.out" for n in names},
-            amqp_port=rabbit.amqp_port))
+            amqp_port=rabbit.amqp_port)
+        # classic_config peer discovery forms the cluster at boot: the seed first, the
+        # joiners once it has booted (see RabbitLab.wait_seed_booted)
+        seed = [o for o in objects if o["metadata"]["name"] == f"rabbitmq-{names[0]}"]
+        kubetopology.apply(self.api(), seed)
+        rabbit.wait_seed_booted(self._daemons)
+        kubetopology.apply(self.api(), [o for o in objects if o not in seed])
+
+    def _deploy_compute(self) -> None:
+        compute = self.compute()
+        for h in compute.hosts:
+            home = compute.node_home(h.name)
+            for sub in ("etc", "run", "lib", "cache", "tmp", "bin", "log/libvirt"):
+                (home / sub).mkdir(parents=True, exist_ok=True)
+            compute.write_config(h)
+            compute.ensure_cgroups(h.name)
+            compute.seed_capabilities(h.name)
+            kubetopology.apply(self.api(), kubetopology.compute_objects(
+                h.name, image=BASE_IMAGE, scripts=self.scripts, home=home,
+                cgroup=compute.cgroup_name(h.name), uri=compute.libvirt_uri(h.name)))
+
+    def _finish_compute(self) -> None:
+        """libvirt answers, its VM runs (what nova would have started), nova's
+        stand-in holds its connection."""
+        compute = self.compute()
+        for h in compute.hosts:
+            self._wait_daemonset(f"libvirt-{h.name}", timeout=120)
+            compute.start_domains(h.name)
+            compute.save_capabilities(h.name)
+            self._wait_daemonset(f"nova-compute-{h.name}", timeout=60)
+
+    def _wait_daemonset(self, name: str, *, timeout: float) -> None:
+        from kubernetes import client
+
+        apps: Any = client.AppsV1Api(self.api())
+
+        def ready() -> tuple[bool, object]:
+            ds = apps.read_namespaced_daemon_set(name, kubetopology.NAMESPACE,
+                                                 _request_timeout=5)
+            want = int(ds.status.desired_number_scheduled or 0)
+            have = int(ds.status.number_ready or 0)
+            return want > 0 and have >= want, f"{have}/{want} ready"
+
+        self._wait(ready, what=f"daemonset {name} ready", timeout=timeout)
 
     def deployment_states(self) -> dict[str, tuple[int, int]]:
         from kubernetes import client
@@ -560,6 +645,16 @@ current-context: chaos-lab
                                 f"{ready}/{want} available"))
         checks += [Check(f"kube/{c.component}", c.ok, c.detail)
                    for c in [*self.galera().status(), *self.rabbit().status()]]
+        compute = self.compute()
+        for h in compute.hosts:
+            try:
+                found = domains(compute.libvirt_uri(h.name), timeout=3)
+                running = [d for d in found if d.state == "running" and d.qemu_pid]
+                checks.append(Check(f"kube/libvirt/{h.name}", bool(running),
+                                    ", ".join(f"{d.name} {d.state} qemu {d.qemu_pid}"
+                                              for d in found) or "no domain"))
+            except LabError as exc:
+                checks.append(Check(f"kube/libvirt/{h.name}", False, str(exc)[:200]))
         return checks
 
     def down(self, daemons: list[Daemon]) -> None:
@@ -581,10 +676,18 @@ current-context: chaos-lab
             raise LabError(f"kube galera: processes {strays} survived SIGKILL")
         from chaos.lab.compute import cgroup_hierarchies, remove_cgroup_tree, unmount_under
 
-        problems = unmount_under(self.root)
+        # libvirtd and its qemu left the containers' cgroups on purpose: removing the
+        # containers did not stop them
+        compute = self.compute()
+        left = procs.stop(compute.lab_pids(), timeout=5)
+        problems = [f"libvirt processes {left} survived SIGKILL"] if left else []
+        problems += unmount_under(self.root)
+        problems += remove_pod_logs()
         for hierarchy in cgroup_hierarchies():
             for kube_node in self.nodes:
                 problems += remove_cgroup_tree(hierarchy / self.cgroup_parent(kube_node.name))
+            for h in compute.hosts:
+                problems += remove_cgroup_tree(hierarchy / compute.cgroup_name(h.name))
         if problems:
             raise LabError("kube: " + "; ".join(problems[:3]))
 

@@ -67,12 +67,30 @@ out=$(/usr/bin/mariadb --socket="$1" -N -B -e \\
 echo "$out" | grep -q 'Synced' && echo "$out" | grep -q 'Primary'
 """
 
-SCRIPTS = {"supervise": SUPERVISE, "galera-start": GALERA_START, "galera-ready": GALERA_READY}
+NOVA_STANDIN = """#!/bin/sh
+# nova-compute stand-in (written by chaos.lab.kubetopology): holds one libvirt
+# connection open as nova-compute's libvirt driver does (every domain's events), and
+# reconnects when libvirtd goes away. A daemon: it runs as long as its pod.
+# usage: nova-standin URI
+while :; do
+  echo "$(date +%T) connected to $1; waiting for domain events"
+  virsh -c "$1" event --all --loop --timestamp
+  echo "$(date +%T) connection to $1 lost; reconnecting"
+  sleep 1
+done
+"""
+
+
+def _scripts() -> dict[str, str]:
+    from chaos.lab.compute import ENTRYPOINT as LIBVIRT_ENTRYPOINT
+
+    return {"supervise": SUPERVISE, "galera-start": GALERA_START, "galera-ready": GALERA_READY,
+            "libvirt-entrypoint": LIBVIRT_ENTRYPOINT, "nova-standin": NOVA_STANDIN}
 
 
 def write_scripts(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in SCRIPTS.items():
+    for name, text in _scripts().items():
         path = folder / name
         path.write_text(text)
         path.chmod(0o755)
@@ -188,6 +206,61 @@ def rabbitmq_objects(nodes: list[str], *, image: str, scripts: Path, root: Path,
     return objects
 
 
+def daemonset(name: str, labels: dict[str, str], pod_spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": dict(labels)},
+        "spec": {
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
+def compute_objects(node: str, *, image: str, scripts: Path, home: Path, cgroup: str,
+                    uri: str) -> list[dict[str, Any]]:
+    """libvirt as openstack-helm runs it: a DaemonSet pod with hostPID and host
+    networking whose libvirtd leaves the container's cgroups before it starts any VM
+    (so a dead container does not take its VMs along); and a nova-compute stand-in
+    holding a ``qemu+tcp://`` connection to it. One DaemonSet per compute node, pinned:
+    the lab's nodes share one disk, and each libvirt keeps its own state directories."""
+    libvirt_mounts = [
+        _host_path("usr", "/usr", read_only=True), _host_path("etc", "/etc", read_only=True),
+        _host_path("chaos", str(scripts), "/chaos", read_only=True),
+        _host_path("libvirt-etc", str(home / "etc"), "/etc/libvirt"),
+        _host_path("run", str(home / "run"), "/run"),
+        _host_path("lib", str(home / "lib"), "/var/lib/libvirt"),
+        _host_path("log", str(home / "log" / "libvirt"), "/var/log/libvirt"),
+        _host_path("cache", str(home / "cache"), "/var/cache/libvirt"),
+        _host_path("tmp", str(home / "tmp"), "/tmp"),
+        _host_path("cgroup", "/sys/fs/cgroup"),
+    ]
+    libvirt_pod: dict[str, Any] = {
+        "nodeSelector": {"kubernetes.io/hostname": node},
+        "hostNetwork": True, "hostPID": True, "dnsPolicy": "Default",
+        "automountServiceAccountToken": False, "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 10,
+        "containers": [{
+            "name": "libvirt", "image": image, "imagePullPolicy": "Never",
+            "command": ["/chaos/libvirt-entrypoint"],
+            "env": [{"name": "CHAOS_CGROUP", "value": cgroup}],
+            # privileged needs CAP_SYS_RESOURCE, which these machines do not grant
+            "securityContext": {"capabilities": {"add": ["ALL"], "drop": ["SYS_RESOURCE"]},
+                                "seccompProfile": {"type": "Unconfined"}},
+            "readinessProbe": {"tcpSocket": {"port": int(uri.rsplit(":", 1)[1].split("/")[0])},
+                               "periodSeconds": 3, "timeoutSeconds": 5, "failureThreshold": 1},
+            "volumeMounts": [m for _, m in libvirt_mounts],
+        }],
+        "volumes": [v for v, _ in libvirt_mounts],
+    }
+    nova_pod = service_pod_spec(node=node, container="nova-compute", image=image,
+                                scripts=scripts, command=["/chaos/nova-standin", uri],
+                                data_paths=[], readiness=["virsh", "-c", uri, "uri"],
+                                grace_seconds=5)
+    return [daemonset(f"libvirt-{node}", {"app": "libvirt", "node": node}, libvirt_pod),
+            daemonset(f"nova-compute-{node}", {"app": "nova-compute", "node": node}, nova_pod)]
+
+
 def selector_target(app: str, node: str, container: str) -> str:
     """The inventory's target for a service pod: found by labels, so a pod recreated
     under a new name is still the target."""
@@ -213,6 +286,8 @@ def apply(api: Any, objects: list[dict[str, Any]]) -> None:
     for obj in objects:
         if obj["kind"] == "Deployment":
             apps.create_namespaced_deployment(NAMESPACE, obj, _request_timeout=10)
+        elif obj["kind"] == "DaemonSet":
+            apps.create_namespaced_daemon_set(NAMESPACE, obj, _request_timeout=10)
         elif obj["kind"] == "Service":
             core.create_namespaced_service(NAMESPACE, obj, _request_timeout=10)
         else:

@@ -371,6 +371,7 @@ class RabbitLab:
         self._write_files()
         epmd = self.start_epmd(register)
         daemons = [epmd]
+        seed, *joiners = self.nodes
         for host in self.nodes:
             daemon = procs.spawn(
                 f"rabbitmq-{host.name}",
@@ -382,7 +383,18 @@ class RabbitLab:
             )
             register(daemon)
             daemons.append(daemon)
+            if host is seed and joiners:
+                self.wait_seed_booted(daemons)
         self.finish_up(daemons)
+
+    def wait_seed_booted(self, daemons: list[Daemon]) -> None:
+        """The joiners start once the seed has booted (its AMQP listener opens last).
+        Started while the seed still creates its tables, a joiner sometimes died with
+        schema_integrity_check_failed (seen twice here in a day of lab ups; the
+        RabbitMQ cluster operator saw the same race, rabbitmq/cluster-operator#689)."""
+        seed = self.nodes[0]
+        self._wait(lambda: procs.port_open(seed.address, self.amqp_port, timeout=0.3),
+                   what=f"seed node {seed.name} booted", timeout=UP_TIMEOUT, daemons=daemons)
 
     def prepare(self) -> None:
         """Config, cookie, inetrc and empty data for every node: ready to start (shared
