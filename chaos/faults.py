@@ -282,7 +282,10 @@ def _libvirt_kill_in_pod(site: Site, host: Compute, fid: str, *, container: bool
                        f"ids=$({found}) && [ -n \"$ids\" ] && " + docker + "kill -s KILL $ids",
                        f"the libvirt container on {host.name} is killed")]
     else:
-        inject = [Step(url, "kill -s KILL \"$(cat /run/libvirtd.pid)\"",
+        # libvirtd is the container's main process: the exec session dies with it, so
+        # the kill is sent a moment after the session returned
+        inject = [Step(url, "pid=$(cat /run/libvirtd.pid) && setsid -f sh -c "
+                            "\"sleep 0.3; kill -s KILL $pid\" >/dev/null 2>&1",
                        f"libvirtd on {host.name} is gone (SIGKILL)")]
     revert = [Step(url, f"wait for a Ready pod behind {url}", "the kubelet restarted the "
                    f"libvirt container on {host.name} and it is Ready", action="await-ready",

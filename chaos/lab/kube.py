@@ -128,23 +128,20 @@ def base_rootfs() -> bytes:
                  "var/run": "../run"})
 
 
-# The kubelet keeps pod logs at these fixed paths (1.20 has no flag for them): the one
+# The kubelet links every container's log into this fixed directory (1.20 has no flag
+# for it; pod logs themselves live in each node's directory, by a lab patch): the one
 # trace of the tier outside the lab's root, removed by down
-POD_LOGS = Path("/var/log/pods")
 CONTAINER_LOGS = Path("/var/log/containers")
 
 
 def remove_pod_logs() -> list[str]:
-    """The kubelets' log links and folders of the lab's namespace; the problems."""
-    import shutil
-
+    """The kubelets' links to the lab namespace's container logs; the problems."""
     problems = []
-    for folder in POD_LOGS.glob(f"{kubetopology.NAMESPACE}_*"):
-        shutil.rmtree(folder, ignore_errors=True)
-        if folder.exists():
-            problems.append(f"cannot remove {folder}")
     for link in CONTAINER_LOGS.glob(f"*_{kubetopology.NAMESPACE}_*.log"):
-        link.unlink(missing_ok=True)
+        try:
+            link.unlink()
+        except OSError as exc:
+            problems.append(f"cannot remove {link}: {exc.strerror}")
     return problems
 
 
@@ -585,8 +582,17 @@ current-context: chaos-lab
             "--v", "1",
         ]  # fmt: skip
 
+    def pod_logs(self, node: str) -> Path:
+        """This kubelet's pod log directory (a lab patch; /var/log/pods otherwise)."""
+        return self.node_dir(node) / "pod-logs"
+
     def _start_kubelet(self, node: KubeNode, register: Register) -> None:
-        self._spawn(register, f"kubelet-{node.name}", self.kubelet_argv(node))
+        self.pod_logs(node.name).mkdir(parents=True, exist_ok=True)
+        daemon = procs.spawn(f"kubelet-{node.name}", self.kubelet_argv(node),
+                             log=self.root / "log" / f"kubelet-{node.name}.log",
+                             env={"CHAOS_KUBELET_POD_LOGS": str(self.pod_logs(node.name))})
+        register(daemon)
+        self._daemons.append(daemon)
 
     # -- waits --------------------------------------------------------------------
 

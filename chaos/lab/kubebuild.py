@@ -24,7 +24,7 @@ DEFAULT_CACHE = Path("/var/cache/chaos-kube")
 SOURCE_PACKAGE = "kubernetes"
 SOURCE_VERSION = "1.20.2"  # the upstream tree inside Debian's 1.20.5+really1.20.2
 # the lab's own changes to that tree; a new one bumps BUILD_ID, so caches rebuild
-BUILD_ID = f"{SOURCE_VERSION}+chaos1"
+BUILD_ID = f"{SOURCE_VERSION}+chaos2"
 PATCHES = [
     # Every node of the lab is a loopback address of one machine (127.0.1.x); the
     # kubelet refuses a loopback node IP and then publishes no address at all, so the
@@ -36,6 +36,28 @@ PATCHES = [
      """	if nodeIP.IsLoopback() {
 		return nil // chaos lab: nodes are loopback addresses of one machine
 	}"""),
+    # Each kubelet garbage-collects the pod log directories of pods it does not run;
+    # several kubelets on one machine sharing /var/log/pods delete each other's logs
+    # (measured: the API then served no log for the nova stand-in). A kubelet of the
+    # lab keeps them in a directory of its own, named by $CHAOS_KUBELET_POD_LOGS.
+    ("pkg/kubelet/kuberuntime/kuberuntime_manager.go",
+     """	// The root directory for pod logs
+	podLogsRootDirectory = "/var/log/pods"
+""",
+     """	// The root directory for pod logs: podLogsRootDirectory below (chaos lab)
+"""),
+    ("pkg/kubelet/kuberuntime/helpers.go",
+     """func BuildPodLogsDirectory(""",
+     """// chaos lab: $CHAOS_KUBELET_POD_LOGS, for several kubelets on one machine
+var podLogsRootDirectory = func() string {
+	if dir := os.Getenv("CHAOS_KUBELET_POD_LOGS"); dir != "" {
+		return dir
+	}
+	return "/var/log/pods"
+}()
+
+func BuildPodLogsDirectory("""),
+    ("pkg/kubelet/kuberuntime/helpers.go", "import (\n", "import (\n\t\"os\" // chaos lab\n"),
 ]
 GO = Path("/usr/lib/go-1.19/bin/go")
 # CGO off for the control plane (static, as Debian builds them); the kubelet needs cgo

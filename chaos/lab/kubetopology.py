@@ -25,7 +25,12 @@ NAMESPACE = "openstack"
 
 SUPERVISE = """#!/bin/sh
 # PID 1 of a lab service pod (written by chaos.lab.kubetopology). Starts the service
-# once and stays up; a TERM is handed on to the service (bounded), then it exits.
+# and stays up; a TERM is handed on to the service (bounded), then it exits.
+# A service that dies in the pod's first minute is started again (10 tries, 3 s apart):
+# a replacement pod can start while the pod it replaces still shuts down (a drained
+# Deployment's ReplicaSet does not wait), and the old process still holds the node's
+# ports or name, as a kubelet's restarts would ride that out. Later deaths are left to
+# the harness: it kills and restarts the service by exec, and recovery decides.
 # usage: supervise PIDFILE LOG COMMAND [ARG...]
 pidfile=$1; log=$2; shift 2
 stop() {
@@ -39,7 +44,19 @@ stop() {
 }
 trap stop TERM INT
 "$@" >>"$log" 2>&1 </dev/null &
-while :; do sleep 2 & wait $!; done
+child=$!
+tries=1
+ticks=0
+while :; do
+  sleep 3 & wait $!
+  ticks=$((ticks+1))
+  if [ $ticks -le 20 ] && [ $tries -lt 10 ] && ! kill -0 "$child" 2>/dev/null; then
+    echo "supervise: $1 exited in the pod's first minute; starting it again" >>"$log"
+    "$@" >>"$log" 2>&1 </dev/null &
+    child=$!
+    tries=$((tries+1))
+  fi
+done
 """
 
 GALERA_START = """#!/bin/sh

@@ -269,8 +269,20 @@ class Lab:
         with self._locked():
             state = self.read_state() or {"daemons": []}
             self._down_all(self.components(), state)
+            self._forget_faults()
             self._clear()
         return time.monotonic() - start
+
+    def _forget_faults(self) -> None:
+        """Faults still open on this lab went with it: nothing is left to revert, and a
+        ledger entry naming a vanished inventory would stop every later run's heal."""
+        from chaos.ledger import Ledger
+
+        ledger = Ledger()
+        ours = {str(p.resolve()) for p in (self.inventory_file, self.kube_inventory_file)}
+        for entry in list(ledger.open_faults()):
+            if entry.get("inventory") in ours:
+                ledger.clear(entry["id"])
 
     def _down_all(self, components: list[Component], state: dict[str, Any]) -> None:
         errors = []

@@ -204,7 +204,7 @@ def _leftovers(root: Path) -> list[str]:
     found += [f"iptables {line}" for line in rules.splitlines() if "chaos:" in line]
     cgroups = Path("/sys/fs/cgroup")
     found += [f"cgroup {p}" for p in cgroups.glob("*/chaos-lab*")]
-    found += [f"pod logs {p}" for p in kube.POD_LOGS.glob("openstack_*")]
+    found += [f"log link {p}" for p in kube.CONTAINER_LOGS.glob("*_openstack_*")]
     netns = Path("/run/netns")
     if netns.is_dir():
         found += [f"netns {p.name}" for p in netns.iterdir() if p.name.startswith("chaos")]
