@@ -26,13 +26,15 @@ NAMESPACE = "openstack"
 SUPERVISE = """#!/bin/sh
 # PID 1 of a lab service pod (written by chaos.lab.kubetopology). Starts the service
 # and stays up; a TERM is handed on to the service (bounded), then it exits.
-# A service that dies in the pod's first minute is started again (10 tries, 3 s apart):
-# a replacement pod can start while the pod it replaces still shuts down (a drained
-# Deployment's ReplicaSet does not wait), and the old process still holds the node's
-# ports or name, as a kubelet's restarts would ride that out. Later deaths are left to
-# the harness: it kills and restarts the service by exec, and recovery decides.
+# A service that fails to start in the pod's first minute -- it exits by itself, not by
+# a signal -- is started again (10 tries, 3 s apart): a replacement pod can start while
+# the pod it replaces still shuts down (a drained Deployment's ReplicaSet does not wait)
+# and the old process still holds the node's ports or name; a kubelet's restarts would
+# ride that out. A service killed by a signal is left to the harness: it kills and
+# restarts services by exec, and recovery decides.
 # usage: supervise PIDFILE LOG COMMAND [ARG...]
 pidfile=$1; log=$2; shift 2
+status=/tmp/supervise.$$.exit
 stop() {
   p=$(cat "$pidfile" 2>/dev/null)
   if [ -n "$p" ]; then
@@ -42,18 +44,24 @@ stop() {
   fi
   exit 0
 }
+start() {
+  rm -f "$status"
+  ( "$@" >>"$log" 2>&1 </dev/null; echo $? > "$status" ) &
+  child=$!
+}
 trap stop TERM INT
-"$@" >>"$log" 2>&1 </dev/null &
-child=$!
+start "$@"
 tries=1
 ticks=0
 while :; do
   sleep 3 & wait $!
   ticks=$((ticks+1))
-  if [ $ticks -le 20 ] && [ $tries -lt 10 ] && ! kill -0 "$child" 2>/dev/null; then
-    echo "supervise: $1 exited in the pod's first minute; starting it again" >>"$log"
-    "$@" >>"$log" 2>&1 </dev/null &
-    child=$!
+  [ $ticks -le 20 ] && [ $tries -lt 10 ] || continue
+  kill -0 "$child" 2>/dev/null && continue
+  code=$(cat "$status" 2>/dev/null)
+  if [ -n "$code" ] && [ "$code" -lt 128 ]; then
+    echo "supervise: $1 exited with $code in the pod's first minute; starting it again" >>"$log"
+    start "$@"
     tries=$((tries+1))
   fi
 done

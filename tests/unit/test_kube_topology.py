@@ -101,3 +101,40 @@ def test_build_cache_counts_as_built_only_when_complete_and_same_version(
     assert kubebuild.built()
     (out / "kubelet").unlink()
     assert not kubebuild.built()
+
+
+def test_pod_supervisor_restarts_a_failed_start_but_never_a_killed_service(
+    tmp_path: Path
+) -> None:
+    """A start that fails in the pod's first minute is retried (the pod it replaces may
+    still hold the ports); a service killed by a signal is the harness's to restart."""
+    import signal
+    import subprocess
+    import time
+
+    from chaos.lab import procs
+
+    script = tmp_path / "supervise"
+    script.write_text(kubetopology.SUPERVISE)
+    script.chmod(0o755)
+    failing = subprocess.Popen([str(script), str(tmp_path / "a.pid"), str(tmp_path / "a.log"),
+                                "sh", "-c", "echo started; exit 1"])
+    killed = subprocess.Popen([str(script), str(tmp_path / "b.pid"), str(tmp_path / "b.log"),
+                               "sh", "-c", f"echo $$ > {tmp_path / 'b.pid'}; exec sleep 60"])
+    try:
+        pid = None
+        for _ in range(50):  # bounded: the service writes its pidfile at once
+            pid = procs.read_pidfile(tmp_path / "b.pid")
+            if pid:
+                break
+            time.sleep(0.1)
+        assert pid is not None
+        procs.signal_pids([pid], signal.SIGKILL)
+        time.sleep(7)  # two of the supervisor's 3 s looks
+        assert (tmp_path / "a.log").read_text().count("started") >= 2
+        assert "starting it again" not in (tmp_path / "b.log").read_text()
+        assert procs.read_pidfile(tmp_path / "b.pid") == pid  # nobody started it again
+    finally:
+        for sup in (failing, killed):
+            sup.terminate()
+            sup.wait(timeout=10)
