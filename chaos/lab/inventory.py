@@ -7,6 +7,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from chaos.lab.galera import GaleraLab
     from chaos.lab.lab import Lab
     from chaos.lab.rabbitmq import RabbitLab
 
@@ -21,7 +22,6 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
     parts = _parts(lab)
     galera, rabbit, compute = parts["galera"], parts["rabbitmq"], parts["compute"]
     sshd = parts["sshd"]
-    secrets = lab.root / "secrets"
     ssh = {"user": "root", "port": SSH_PORT, "key_file": str(sshd.client_key)}
 
     def target(address: str) -> str:
@@ -34,14 +34,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
             "name": host.name,
             "address": host.address,
             "ssh": ssh,
-            "galera": {
-                "port": galera.port,
-                "target": target(host.address),
-                "datadir": str(galera.datadir(host.name)),
-                "config": str(galera.config_file(host.name)),
-                "pidfile": str(galera.pid_file(host.name)),
-                "start": shlex.join(galera.node_argv(host.name)),
-            },
+            "galera": galera_section(galera, host.name, target(host.address)),
             "rabbitmq": rabbit_section(rabbit, host.name, target(host.address)),
         })
     computes = []
@@ -60,15 +53,32 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
     return {
         "name": "lab",
         "kind": "lab",
-        "credentials": {
-            "db": {"user": lab.secrets().db_user,
-                   "password": {"file": str(secrets / "db-password")}},
-            "rabbitmq": {"user": lab.secrets().rabbit_user,
-                         "password": {"file": str(secrets / "rabbitmq-password")}},
-            "erlang_cookie": {"file": str(secrets / "erlang-cookie")},
-        },
+        "credentials": credentials(lab),
         "controllers": controllers,
         "computes": computes,
+    }
+
+
+def credentials(lab: Lab) -> dict[str, Any]:
+    """The lab's secrets by reference: files under its root, never the values."""
+    secrets = lab.root / "secrets"
+    return {
+        "db": {"user": lab.secrets().db_user,
+               "password": {"file": str(secrets / "db-password")}},
+        "rabbitmq": {"user": lab.secrets().rabbit_user,
+                     "password": {"file": str(secrets / "rabbitmq-password")}},
+        "erlang_cookie": {"file": str(secrets / "erlang-cookie")},
+    }
+
+
+def galera_section(galera: GaleraLab, node: str, target: str) -> dict[str, Any]:
+    return {
+        "port": galera.port,
+        "target": target,
+        "datadir": str(galera.datadir(node)),
+        "config": str(galera.config_file(node)),
+        "pidfile": str(galera.pid_file(node)),
+        "start": shlex.join(galera.node_argv(node)),
     }
 
 
@@ -113,33 +123,20 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
 
     kube = lab.kube()
     galera, rabbit, compute = kube.galera(), kube.rabbit(), kube.compute()
-    secrets = lab.root / "secrets"
     controllers = []
     for node in kube.controllers:
         controllers.append({
             "name": node.name,
             "address": node.address,
-            "galera": {
-                "port": galera.port,
-                "target": selector_target("galera", node.name, "mariadb"),
-                "datadir": str(galera.datadir(node.name)),
-                "config": str(galera.config_file(node.name)),
-                "pidfile": str(galera.pid_file(node.name)),
-                "start": shlex.join(galera.node_argv(node.name)),
-            },
+            "galera": galera_section(galera, node.name,
+                                     selector_target("galera", node.name, "mariadb")),
             "rabbitmq": rabbit_section(rabbit, node.name,
                                        selector_target("rabbitmq", node.name, "rabbitmq")),
         })
     return {
         "name": "lab-kube",
         "kind": "kubernetes",
-        "credentials": {
-            "db": {"user": lab.secrets().db_user,
-                   "password": {"file": str(secrets / "db-password")}},
-            "rabbitmq": {"user": lab.secrets().rabbit_user,
-                         "password": {"file": str(secrets / "rabbitmq-password")}},
-            "erlang_cookie": {"file": str(secrets / "erlang-cookie")},
-        },
+        "credentials": credentials(lab),
         "kubernetes": {"kubeconfig": str(kube.kubeconfig)},
         "controllers": controllers,
         "computes": [{

@@ -328,22 +328,14 @@ class Lab:
     def write_inventory(self) -> Path:
         from chaos.lab.inventory import lab_inventory
 
-        data = lab_inventory(self)
-        tmp = self.inventory_file.with_suffix(".tmp")
-        tmp.write_text("# written by 'chaos lab up'; the same format a site's inventory uses\n"
-                       + yaml.safe_dump(data, sort_keys=False))
-        os.replace(tmp, self.inventory_file)
-        return self.inventory_file
+        return _write_yaml(self.inventory_file, lab_inventory(self), "# written by 'chaos lab "
+                           "up'; the same format a site's inventory uses")
 
     def write_kube_inventory(self) -> Path:
         from chaos.lab.inventory import kube_inventory
 
-        data = kube_inventory(self)
-        tmp = self.kube_inventory_file.with_suffix(".tmp")
-        tmp.write_text("# written by 'chaos lab up --kube': the lab's services as pods\n"
-                       + yaml.safe_dump(data, sort_keys=False))
-        os.replace(tmp, self.kube_inventory_file)
-        return self.kube_inventory_file
+        return _write_yaml(self.kube_inventory_file, kube_inventory(self),
+                           "# written by 'chaos lab up --kube': the lab's services as pods")
 
     def env(self) -> str:
         """Shell assignments for ``eval "$(chaos lab env)"``."""
@@ -352,3 +344,11 @@ class Lab:
         from chaos.lab.inventory import lab_env
 
         return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in lab_env(self).items())
+
+
+def _write_yaml(path: Path, data: dict[str, Any], header: str) -> Path:
+    """Replace ``path`` atomically with ``header`` and ``data`` as YAML."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + "\n" + yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return path
