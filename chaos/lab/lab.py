@@ -179,7 +179,7 @@ class Lab:
             problems = kubebuild.preflight()
             if problems:
                 raise LabError(problems[0])
-            # the one-time build (~17 min cold) runs before any daemon, outside up's timeout
+            # the one-time build (~9 min cold) runs before any daemon, outside up's timeout
             kubebuild.ensure_binaries()
         with self._locked():
             state = self.read_state()
