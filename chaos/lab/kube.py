@@ -601,10 +601,9 @@ current-context: chaos-lab
                    what=f"{what} on {address}:{port}", timeout=timeout, interval=0.2)
 
     def core(self) -> Any:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        api = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
-        return client.CoreV1Api(api)
+        return client.CoreV1Api(self.api())
 
     def _wait_api(self, *, timeout: float) -> None:
         def ready() -> tuple[bool, str]:
@@ -702,7 +701,3 @@ current-context: chaos-lab
         ids = listed.stdout.split() if listed.returncode == 0 else []
         if ids:
             self.docker(node, "rm", "-f", *ids, timeout=60, check=False)
-
-    def env(self) -> dict[str, str]:
-        return {"KUBECONFIG": str(self.kubeconfig)}
-
