@@ -268,28 +268,30 @@ def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
 
 
 def _libvirt_kill_in_pod(site: Site, host: Compute, fid: str, *, container: bool) -> Fault:
-    """libvirt in a pod: kill libvirtd (by exec: with hostPID its pidfile holds the
-    host's PID) or kill the whole container on the node's docker, as a crash would.
-    The kubelet restarts the container by itself; the revert waits for it Ready."""
+    """libvirt in a pod, killed from the node as a crash would: libvirtd (SIGKILL to the
+    container's main process, a host PID with hostPID) or the whole container on the
+    node's docker. Done only once libvirtd is gone (bounded wait), so what follows never
+    sees it still answering. The kubelet restarts the container by itself; the revert
+    waits for it Ready."""
     assert host.libvirt is not None and host.docker is not None
     url = host.libvirt.container
-    if container:
-        namespace = url.removeprefix("k8s://").split("/", 1)[0]
-        docker = quote("docker -H %s ", host.docker.socket)
-        found = docker + quote("ps -q --filter label=io.kubernetes.pod.namespace=%s "
-                               "--filter label=io.kubernetes.container.name=libvirt", namespace)
-        inject = [Step(host_target(site, host.name).url,
-                       f"ids=$({found}) && [ -n \"$ids\" ] && " + docker + "kill -s KILL $ids",
-                       f"the libvirt container on {host.name} is killed")]
-    else:
-        # libvirtd is the container's main process: the exec session dies with it, so
-        # the kill is sent a moment after the session returned
-        inject = [Step(url, "pid=$(cat /run/libvirtd.pid) && setsid -f sh -c "
-                            "\"sleep 0.3; kill -s KILL $pid\" >/dev/null 2>&1",
-                       f"libvirtd on {host.name} is gone (SIGKILL)")]
+    namespace = url.removeprefix("k8s://").split("/", 1)[0]
+    docker = quote("docker -H %s ", host.docker.socket)
+    found = docker + quote("ps -q --filter label=io.kubernetes.pod.namespace=%s "
+                           "--filter label=io.kubernetes.container.name=libvirt", namespace)
+    pid = (f"id=$({found} | head -n 1) && [ -n \"$id\" ] && "
+           f"pid=$({docker}inspect -f {quote('%s', '{{.State.Pid}}')} \"$id\") && ")
+    kill = (docker + "kill -s KILL \"$id\"") if container else "kill -s KILL \"$pid\""
+    gone = (" && i=0 && while alive \"$pid\" && [ $i -lt 80 ]; do sleep 0.25; i=$((i+1)); "
+            "done; ! alive \"$pid\"")
+    inject = [Step(host_target(site, host.name).url, ALIVE + pid + kill + gone,
+                   f"the libvirt container on {host.name} is killed" if container
+                   else f"libvirtd on {host.name} is gone (SIGKILL)", timeout=40)]
+    # the kubelet's crash-loop back-off reaches 5 min when a container dies again and
+    # again; recovery deletes the pod instead of waiting (recovery/libvirt.py)
     revert = [Step(url, f"wait for a Ready pod behind {url}", "the kubelet restarted the "
                    f"libvirt container on {host.name} and it is Ready", action="await-ready",
-                   timeout=120)]
+                   timeout=330)]
     return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
                  inject, revert, {"libvirt": [host.name]})
 
