@@ -148,8 +148,11 @@ def test_exec_runs_in_the_pod_and_a_kill_by_exec_leaves_the_pod_unready(
     assert result.returncode == 0, result.stdout + result.stderr
     try:
         expect.galera_quorum(site, ["ctl1", "ctl3"])
+        # the readiness probe says what SQL says: unready at its next look (every 3 s)
+        wait_for(lambda: (not target.ready(), "still Ready"),
+                 what="ctl2's pod to turn unready", timeout=20)
         with pytest.raises(ProbeTimeout, match="Ready pod"):
-            target.await_ready(timeout=8)  # the readiness probe says what SQL says
+            target.await_ready(timeout=6)
         result = chaos("recover", "galera", "--inventory", inv)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "joins by IST" in result.stdout
