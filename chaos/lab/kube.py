@@ -234,7 +234,8 @@ class KubeLab:
         return self.node_dir(node) / "docker.pid"
 
     def token(self) -> str:
-        path = self.root.parent / "secrets" / "kube-token"
+        """The lab's API token (generated once, mode 600, beside its other secrets)."""
+        path = self.token_file
         if path.exists():
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -128,15 +128,20 @@ def _host_path(name: str, path: str, mount: str | None = None, *,
     return volume, mounted
 
 
+def _base_mounts(scripts: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every lab pod's: the host's /usr and /etc read-only, the lab's scripts at /chaos."""
+    return [_host_path("usr", "/usr", read_only=True), _host_path("etc", "/etc", read_only=True),
+            _host_path("chaos", str(scripts), "/chaos", read_only=True)]
+
+
 def service_pod_spec(*, node: str, container: str, image: str, command: list[str],
                      data_paths: list[str], scripts: Path,
                      readiness: list[str] | None = None, ready_port: int | None = None,
                      grace_seconds: int = 25) -> dict[str, Any]:
     """A pod pinned to ``node`` with host networking, the host's /usr and /etc, the
     lab's scripts at /chaos and each of ``data_paths`` at its own path."""
-    mounts = [_host_path("usr", "/usr", read_only=True), _host_path("etc", "/etc", read_only=True),
-              _host_path("chaos", str(scripts), "/chaos", read_only=True)]
-    mounts += [_host_path(f"data{i}", p) for i, p in enumerate(data_paths)]
+    mounts = [*_base_mounts(scripts),
+              *(_host_path(f"data{i}", p) for i, p in enumerate(data_paths))]
     spec: dict[str, Any] = {
         "nodeSelector": {"kubernetes.io/hostname": node},
         "hostNetwork": True,
@@ -250,8 +255,7 @@ def compute_objects(node: str, *, image: str, scripts: Path, home: Path, cgroup:
     holding a ``qemu+tcp://`` connection to it. One DaemonSet per compute node, pinned:
     the lab's nodes share one disk, and each libvirt keeps its own state directories."""
     libvirt_mounts = [
-        _host_path("usr", "/usr", read_only=True), _host_path("etc", "/etc", read_only=True),
-        _host_path("chaos", str(scripts), "/chaos", read_only=True),
+        *_base_mounts(scripts),
         _host_path("libvirt-etc", str(home / "etc"), "/etc/libvirt"),
         _host_path("run", str(home / "run"), "/run"),
         _host_path("lib", str(home / "lib"), "/var/lib/libvirt"),

@@ -138,3 +138,42 @@ def test_pod_supervisor_restarts_a_failed_start_but_never_a_killed_service(
         for sup in (failing, killed):
             sup.terminate()
             sup.wait(timeout=10)
+
+
+def test_libvirt_is_a_pinned_hostpid_daemonset_and_nova_holds_its_uri(tmp_path: Path) -> None:
+    uri = "qemu+tcp://127.0.1.21:16509/system"
+    libvirt, nova = kubetopology.compute_objects(
+        "cmp1", image="chaos/base:lab", scripts=tmp_path / "s", home=tmp_path / "cmp1",
+        cgroup="chaos-lab-kube-libvirt-cmp1", uri=uri)
+    assert libvirt["kind"] == nova["kind"] == "DaemonSet"
+    pod = libvirt["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True and pod["hostNetwork"] is True
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "cmp1"}
+    container = pod["containers"][0]
+    # no CAP_SYS_RESOURCE on these machines: never privileged, everything else granted
+    assert "privileged" not in container["securityContext"]
+    assert container["securityContext"]["capabilities"] == {"add": ["ALL"],
+                                                            "drop": ["SYS_RESOURCE"]}
+    assert {"name": "CHAOS_CGROUP", "value": "chaos-lab-kube-libvirt-cmp1"} in container["env"]
+    assert container["readinessProbe"]["tcpSocket"] == {"port": 16509}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/sys/fs/cgroup", "/run", "/var/lib/libvirt", "/etc/libvirt"} <= mounts
+    standin = nova["spec"]["template"]["spec"]["containers"][0]
+    assert standin["command"] == ["/chaos/nova-standin", uri]
+
+
+def test_rabbitmq_nodes_are_pinned_deployments_with_their_own_start(tmp_path: Path) -> None:
+    nodes = ["ctl1", "ctl2", "ctl3"]
+    objects = kubetopology.rabbitmq_objects(
+        nodes, image="chaos/base:lab", scripts=tmp_path / "s", root=tmp_path / "rabbitmq",
+        start={n: f"exec start-{n}" for n in nodes},
+        pidfile={n: tmp_path / n / "rabbit.pid" for n in nodes},
+        log={n: tmp_path / n / "server.out" for n in nodes}, amqp_port=5672)
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert [d["metadata"]["name"] for d in deployments] == [f"rabbitmq-{n}" for n in nodes]
+    for dep, node in zip(deployments, nodes, strict=True):
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"kubernetes.io/hostname": node}
+        assert pod["containers"][0]["command"][-1] == f"exec start-{node}"
+        assert pod["containers"][0]["readinessProbe"]["tcpSocket"] == {"port": 5672}
+    assert all(o["spec"]["clusterIP"] == "None" for o in objects if o["kind"] == "Service")
