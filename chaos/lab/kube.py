@@ -60,7 +60,6 @@ KUBELET_HEALTHZ_PORT = 10248
 SERVICE_RANGE = "127.0.100.0/24"
 PAUSE_IMAGE = "chaos/pause:lab"
 BASE_IMAGE = "chaos/base:lab"
-NAMESPACE = "openstack"
 EPMD_PORT = 4370  # the kube tier's RabbitMQ nodes' own epmd
 UP_TIMEOUT = 180.0
 
@@ -159,6 +158,7 @@ class KubeLab:
         self.nodes = nodes or NODES
         self.bin = kubebuild.bin_dir()
         self._daemons: list[Daemon] = []
+        self._api: Any = None
 
     @property
     def controllers(self) -> list[KubeNode]:
@@ -295,9 +295,14 @@ class KubeLab:
         self._finish_compute()
 
     def api(self) -> Any:
-        from kubernetes import config
+        """One API client for this component, made on first use (not per poll: each
+        would read the kubeconfig and open a connection pool of its own)."""
+        if self._api is None:
+            from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+            self._api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=str(self.kubeconfig))
+        return self._api
 
     def _deploy_galera(self, register: Register) -> None:
         galera = self.galera()
@@ -435,8 +440,9 @@ current-context: chaos-lab
 """)
 
     def _spawn(self, register: Register, name: str, argv: list[str], *,
-               pidfile: Path | None = None) -> Daemon:
-        daemon = procs.spawn(name, argv, log=self.root / "log" / f"{name}.log", pidfile=pidfile)
+               pidfile: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
+        daemon = procs.spawn(name, argv, log=self.root / "log" / f"{name}.log", pidfile=pidfile,
+                             env=env)
         register(daemon)
         self._daemons.append(daemon)
         return daemon
@@ -589,11 +595,8 @@ current-context: chaos-lab
 
     def _start_kubelet(self, node: KubeNode, register: Register) -> None:
         self.pod_logs(node.name).mkdir(parents=True, exist_ok=True)
-        daemon = procs.spawn(f"kubelet-{node.name}", self.kubelet_argv(node),
-                             log=self.root / "log" / f"kubelet-{node.name}.log",
-                             env={"CHAOS_KUBELET_POD_LOGS": str(self.pod_logs(node.name))})
-        register(daemon)
-        self._daemons.append(daemon)
+        self._spawn(register, f"kubelet-{node.name}", self.kubelet_argv(node),
+                    env={"CHAOS_KUBELET_POD_LOGS": str(self.pod_logs(node.name))})
 
     # -- waits --------------------------------------------------------------------
 
