@@ -136,10 +136,14 @@ def _heal(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     import importlib
 
+    if args.discard and args.procedure != "galera":
+        raise ConfigError("--discard applies to 'chaos recover galera' only")
     site, _ = _site(args)
     module = importlib.import_module(f"recovery.{args.procedure}")
-    observation = module.observe(site)
-    the_plan = module.plan(site, observation, force_node=args.node)
+    # a dry run reads only: no procedure may write while observing for it
+    observation = module.observe(site, read_only=args.dry_run)
+    extra = {"discard": args.discard} if args.discard else {}
+    the_plan = module.plan(site, observation, force_node=args.node, **extra)
     print(the_plan.render())
     if the_plan.refused:
         return EXIT_VERDICT
@@ -248,7 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     recover = sub.add_parser("recover", help="run a recovery procedure")
     recover.add_argument("procedure", choices=["galera", "rabbitmq", "libvirt"])
-    recover.add_argument("--node", help="force this node (bootstrap node for galera)")
+    recover.add_argument("--node", help="the node to bootstrap (galera) or boot first "
+                         "(rabbitmq), or the only host to act on (libvirt); used as named or "
+                         "refused with the reason, never replaced by another")
+    recover.add_argument("--discard", action="append", default=[], metavar="NODE",
+                         help="galera: let NODE's own data be replaced by a full state "
+                         "transfer (its history differs or its position is unknown); "
+                         "may be repeated")
     recover.add_argument("--dry-run", action="store_true",
                          help="print the plan (positions, choice, steps) and change nothing")
     recover.add_argument("--inventory", help="site inventory (default: the running lab's)")

@@ -94,7 +94,10 @@ def _container_state(site: Site, host: Compute) -> str:
     return out.stdout.strip() if out.ok else "absent"
 
 
-def observe(site: Site, *, only: str | None = None) -> dict[str, HostState]:
+def observe(site: Site, *, only: str | None = None,
+            read_only: bool = False) -> dict[str, HostState]:
+    """Every compute's libvirt container and domains. It only ever reads, so
+    ``read_only`` (a dry run's request) changes nothing."""
     if PROCEDURE.rehearse("observe", on=only):
         return {}
     states = {}

@@ -29,6 +29,8 @@ class Plan:
     bootstrap: str | None = None
     why: str = ""
     refused: str | None = None
+    # a dry run could not decide: what the real run learns first (never executed)
+    pending: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def details(self) -> list[str]:
@@ -42,6 +44,8 @@ class Plan:
         lines += [f"note: {n}" for n in self.notes]
         if self.refused:
             lines.append(f"REFUSED: {self.refused}")
+        elif self.pending:
+            lines.append(f"DECIDED AT RUN TIME: {self.pending}")
         elif not self.steps:
             lines.append("nothing to do: healthy")
         lines += [f"step {i}: {s.describe()}" for i, s in enumerate(self.steps, 1)]
@@ -98,6 +102,8 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
     final, final_timeout = procedure.final, procedure.final_timeout
     if plan.refused:
         raise RecoveryError(f"{plan.procedure}: refused: {plan.refused}")
+    if plan.pending:
+        raise RecoveryError(f"{plan.procedure}: a plan made read-only cannot run: {plan.pending}")
     # runbook mode reaches procedures through the scenario's journal
     confirm = confirm or getattr(journal, "confirm", None)
 

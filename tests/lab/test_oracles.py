@@ -141,11 +141,16 @@ def test_bootstrap_forced_from_the_least_advanced_node_loses_acknowledged_writes
         kill_galera(site, "ctl3")
     finally:
         writer.stop()
-    plan = recover_galera.plan(site, recover_galera.observe(site), force_node="ctl1")
-    assert plan.bootstrap == "ctl1"
-    # the careless half of a recovery: bootstrap the stale node and let clients in
-    bootstrap_steps = [s for s in plan.steps if "--wsrep-new-cluster" in s.command
-                       or "safe_to_bootstrap" in s.command]
+    observed = recover_galera.observe(site)
+    # the planner refuses to bootstrap the stale node, even when the operator names it
+    plan = recover_galera.plan(site, observed, force_node="ctl1")
+    assert plan.refused is not None and plan.steps == [], plan.render()
+    assert "--node ctl1: ctl1 is at seqno" in plan.refused
+    # the careless recovery, by hand: bootstrap the stale node and let clients in
+    nodes = {c.name: c for c in site.controllers if c.galera}
+    bootstrap_steps = recover_galera.bootstrap_steps(
+        recover_galera.Context(site, nodes, observed, None, frozenset()), "ctl1",
+        observed.positions["ctl1"].uuid)
     try:
         for step in bootstrap_steps:
             step.execute(site)

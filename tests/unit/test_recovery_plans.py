@@ -82,9 +82,22 @@ def test_unknown_position_is_refused_unless_forced() -> None:
     obs = observation(down("ctl1", 10), down("ctl2", None), down("ctl3", 9))
     refused = galera.plan(site(), obs)
     assert refused.refused and "position unknown on ctl2" in refused.refused
-    forced = galera.plan(site(), obs, force_node="ctl3")
-    assert forced.refused is None and forced.bootstrap == "ctl3"
-    assert any("forced despite" in n for n in forced.notes)
+    assert "--node" in refused.refused  # the refusal says what to do next
+    forced = galera.plan(site(), obs, force_node="ctl1")
+    assert forced.refused is None and forced.bootstrap == "ctl1"
+    assert any("forced despite: unknown position on ctl2" in n for n in forced.notes)
+    # the operator accepted ctl2's unknown: it joins by a full state transfer
+    assert any("ctl2 joins by full state transfer" in s.effect for s in forced.steps)
+
+
+def test_forcing_a_node_behind_a_known_one_is_refused_naming_the_right_one() -> None:
+    # --node accepts the unknown (ctl2); it never overrides what is known (ctl1 is ahead)
+    obs = observation(down("ctl1", 10), down("ctl2", None), down("ctl3", 9))
+    plan = galera.plan(site(), obs, force_node="ctl3")
+    assert plan.refused is not None and plan.steps == [] and plan.bootstrap is None
+    assert plan.refused.startswith("--node ctl3: ctl3 is at seqno 9, behind ctl1 at seqno 10")
+    assert "would lose 1 acknowledged transaction(s)" in plan.refused
+    assert "The node that must bootstrap is ctl1" in plan.refused
 
 
 def test_an_empty_node_claiming_safe_to_bootstrap_is_not_trusted() -> None:
@@ -102,10 +115,18 @@ def test_non_primary_survivor_is_bootstrapped_in_place() -> None:
     assert "pc.bootstrap=YES" in plan.steps[0].command
 
 
-def test_a_stopped_node_ahead_of_every_survivor_is_refused() -> None:
+def test_a_stopped_node_ahead_of_every_survivor_bootstraps_after_the_survivors_stop() -> None:
     plan = galera.plan(site(), observation(down("ctl1", 30), down("ctl2", 20),
                                            up("ctl3", 21, "non-Primary", 1)))
-    assert plan.refused and "ctl1" in plan.refused
+    assert plan.refused is None and plan.bootstrap == "ctl1"
+    assert "survivors are stopped first" in plan.why
+    assert "pc.bootstrap" not in " ".join(s.command for s in plan.steps)
+    # ctl3 stops cleanly first, then ctl1 bootstraps, then the others join by IST
+    assert "kill -s TERM" in plan.steps[0].command and "10.0.0.3" in plan.steps[0].target
+    starts = [s for s in plan.steps if "setsid" in s.command]
+    assert "--wsrep-new-cluster" in starts[0].command and "10.0.0.1" in starts[0].target
+    assert [s.effect for s in starts[1:]] == ["ctl2 joins by IST from seqno 20",
+                                              "ctl3 joins by IST from seqno 21"]
 
 
 def test_degraded_cluster_restarts_the_missing_node_by_ist() -> None:
