@@ -14,7 +14,7 @@ from chaos.lab.compute import _STATE_NAMES as STATE_NAMES
 from chaos.lab.compute import DomainIdentity, with_libvirt
 from chaos.lab.galera import GaleraState
 from chaos.lab.galera import probe as _galera_probe
-from chaos.lab.rabbitmq import RabbitState
+from chaos.lab.rabbitmq import QuorumQueue, RabbitState
 from chaos.lab.rabbitmq import probe as _rabbit_probe
 from chaos.targets import host_target
 
@@ -83,6 +83,13 @@ class RabbitView:
         return (all(s is not None for s in self.states.values())
                 and self.running() == set(self.nodes.values()) and not self.partitioned()
                 and not self.queues_missing_members())
+
+    def quorum_queues(self) -> dict[str, QuorumQueue]:
+        """Every quorum queue, as the first answering node lists it."""
+        for state in self.states.values():
+            if state is not None:
+                return state.quorum_queues
+        return {}
 
     def queues_missing_members(self) -> dict[str, list[str]]:
         """Quorum queues lacking an online member on some cluster node."""

@@ -53,8 +53,22 @@ class NodeState:
     node: str  # Erlang name
     answers: bool
     process_alive: bool | None
-    has_data: bool | None
+    has_data: bool | None  # its Mnesia schema is there
     running_at_shutdown: list[str] | None  # from nodes_running_at_shutdown
+    # the cluster it belongs to, from its own cluster_nodes.config
+    members: list[str] | None = None
+    # its quorum queues' Raft data is there (None: unknown)
+    quorum_data: bool | None = None
+    # its metadata store is Khepri (RabbitMQ 4.x, feature flag khepri_db)
+    khepri: bool | None = None
+
+    def lost_data(self) -> str | None:
+        """Why this node cannot be trusted with its own data, or None."""
+        if self.has_data is False:
+            return "its data directory is wiped"
+        if self.has_data and self.quorum_data is False:
+            return "its quorum queue data (quorum/) is gone while its Mnesia is intact"
+        return None
 
 
 def _nodes(site: Site) -> list[Controller]:
@@ -83,21 +97,52 @@ def _inspect(site: Site, c: Controller, answers: bool) -> NodeState:
         if r.pidfile:
             script += ALIVE + quote("alive \"$(cat %s 2>/dev/null)\" && echo ALIVE; ", r.pidfile)
         if mnesia:
-            script += quote("[ -n \"$(ls -A %s 2>/dev/null)\" ] && echo DATA; "
-                            "cat %s 2>/dev/null", mnesia, f"{mnesia}/nodes_running_at_shutdown")
+            script += _data_script(mnesia, r.node)
         if script:
             out = target.run(script, timeout=15).stdout
             alive = "ALIVE" in out if r.pidfile else None
-            has_data = "DATA" in out if mnesia else None
-            listed = re.search(r"\[(.*?)\]\.", out, re.S)
-            if listed is not None:
-                at_shutdown = re.findall(r"'([^']+)'", listed.group(1))
+            if mnesia:
+                has_data, at_shutdown, members, quorum, khepri = parse_data(out)
     except HarnessError:
         pass  # unknown stays None: the plan says so
-    return NodeState(c.name, r.node, answers, alive, has_data, at_shutdown)
+    return NodeState(c.name, r.node, answers, alive, has_data, at_shutdown, members, quorum,
+                     khepri)
 
 
-def observe(site: Site) -> tuple[probes.RabbitView, dict[str, NodeState]]:
+def _data_script(mnesia: str, node: str) -> str:
+    """What the node's data directory says, read only: its Mnesia schema, the nodes
+    running when it stopped, the cluster it belongs to, its quorum queue data, and whether
+    its metadata store is Khepri."""
+    return quote(
+        "[ -f %s ] && echo DATA; "
+        "printf 'AT-SHUTDOWN '; tr -d '\\n' < %s 2>/dev/null; echo; "
+        "printf 'MEMBERS '; tr -d '\\n' < %s 2>/dev/null; echo; "
+        "[ -d %s ] && [ -n \"$(ls -A %s 2>/dev/null)\" ] && echo QUORUM-DATA; "
+        "grep -qs khepri_db %s && echo KHEPRI; true",
+        f"{mnesia}/schema.DAT", f"{mnesia}/nodes_running_at_shutdown",
+        f"{mnesia}/cluster_nodes.config", f"{mnesia}/quorum/{node}", f"{mnesia}/quorum/{node}",
+        f"{mnesia}-feature_flags")
+
+
+def parse_data(out: str) -> tuple[bool, list[str] | None, list[str] | None, bool, bool]:
+    """(has_data, running_at_shutdown, members, quorum_data, khepri) from ``_data_script``."""
+    lines = {line.split(" ", 1)[0]: line.partition(" ")[2] for line in out.splitlines()}
+
+    def names(key: str) -> list[str] | None:
+        # nodes_running_at_shutdown: ['a','b'].   cluster_nodes.config: {['a','b'],[...]}.
+        text = lines.get(key, "")
+        listed = re.search(r"\[(.*?)\]", text, re.S)
+        return re.findall(r"'([^']+)'", listed.group(1)) if listed else None
+
+    has_data = "DATA" in lines
+    return (has_data, names("AT-SHUTDOWN"), names("MEMBERS"),
+            "QUORUM-DATA" in lines, "KHEPRI" in lines)
+
+
+def observe(site: Site, *, read_only: bool = False
+            ) -> tuple[probes.RabbitView, dict[str, NodeState]]:
+    """Every node's answer and its data directory. It only ever reads, so ``read_only``
+    (a dry run's request) changes nothing."""
     if PROCEDURE.rehearse("observe"):
         return probes.RabbitView({}, {}, {}), {}
     nodes = _nodes(site)
@@ -147,103 +192,222 @@ def _grow(c: Controller) -> Step:
                 f"every quorum queue has a member on {c.name} again", timeout=120)
 
 
+class Refused(Exception):
+    """A planner's refusal: why, and what the operator does next."""
+
+
+@dataclass(frozen=True)
+class Context:
+    nodes: dict[str, Controller]
+    view: probes.RabbitView
+    states: dict[str, NodeState]
+    force_node: str | None
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.nodes)
+
+    def strangers(self) -> list[str]:
+        """Nodes with data that belong to another cluster than the rest: reset and booted
+        standalone, their cluster_nodes.config lists only themselves while the others list
+        them among more (the RabbitMQ twin of mariadb-operator #1108: such a node lists
+        only itself at shutdown too, and looks like the last node to stop)."""
+        clustered = {frozenset(s.members) for s in self.states.values()
+                     if s.members and len(s.members) > 1}
+        return [n for n in self.order if (m := self.states[n].members) is not None
+                and len(m) == 1 and any(self.states[n].node in c for c in clustered)]
+
+    def lost(self) -> dict[str, str]:
+        """Every node whose own data cannot be trusted, and why."""
+        lost = {n: why for n in self.order if (why := self.states[n].lost_data())}
+        for n in self.strangers():
+            lost[n] = ("it was reset and booted on its own: its data belongs to a cluster of "
+                       "one, not to this one")
+        return lost
+
+
+def _forget(survivor: Controller, gone: NodeState, name: str) -> Step:
+    s = survivor.rabbitmq
+    assert s is not None
+    return Step(s.target, s.cli + quote("rabbitmqctl -n %s forget_cluster_node %s --quiet",
+                                        s.node, gone.node),
+                f"the cluster forgets the old {name} so it can join as a new member",
+                must_succeed=False, timeout=60)
+
+
+def _reset(c: Controller) -> Step:
+    """Remove what is left of a node's data, so it boots empty and joins as new."""
+    mnesia = _mnesia(c)
+    assert mnesia is not None and c.rabbitmq is not None
+    return Step(c.rabbitmq.target, quote("rm -rf %s %s", mnesia, f"{mnesia}-feature_flags"),
+                f"{c.name}'s remaining data is cleared so it joins as a new member")
+
+
+def _check_quorum_majority(ctx: Context, lost: dict[str, str]) -> None:
+    """Refuse up front where a quorum queue lost its majority for good: no procedure
+    brings the lost members' Raft log back, and growing it fails."""
+    gone = {ctx.states[n].node for n in lost}
+    doomed = {}
+    for name, q in ctx.view.quorum_queues().items():
+        members = set(q.members)
+        remaining = members - gone
+        if members and len(remaining) <= len(members) // 2:
+            doomed[name] = (sorted(members & gone), sorted(remaining))
+    if doomed:
+        name, (lost_members, kept) = sorted(doomed.items())[0]
+        raise Refused(
+            f"quorum queue(s) {', '.join(sorted(doomed))} lost their majority for good: "
+            f"{name} had members on {', '.join(lost_members)}, whose data is gone, and keeps "
+            f"only {', '.join(kept) or 'none'}. Raft cannot elect a leader and growing it "
+            "fails. Restore the lost members' data from a backup; or accept losing what only "
+            "they held: delete and re-declare the queue(s), then run this again")
+
+
+def _plan_all_stopped(ctx: Context, result: RabbitPlan) -> None:
+    if any(s.khepri for s in ctx.states.values()):
+        raise Refused(
+            "the metadata store is Khepri (RabbitMQ 4.x): there is no 'last node to stop' "
+            "and force_boot does not apply; start every node together and the cluster forms "
+            "once a majority is up. This procedure covers Mnesia (3.x) only")
+    lost = ctx.lost()
+    candidates = [n for n in ctx.order if ctx.states[n].has_data and n not in lost]
+    lasts = [n for n in candidates if ctx.states[n].running_at_shutdown == [ctx.states[n].node]]
+    if ctx.force_node is not None:
+        first = ctx.force_node
+        if first in lost:
+            raise Refused(f"--node {first}: {lost[first]}; it cannot boot the cluster")
+        if not ctx.states[first].has_data:
+            raise Refused(f"--node {first}: its data is unknown ({ctx.states[first]})")
+        if lasts and first not in lasts:
+            raise Refused(
+                f"--node {first}: {first} stopped before {', '.join(lasts)} (its "
+                f"nodes_running_at_shutdown lists others still running); force-booting it "
+                "would lose what the cluster changed after (queues and users declared). The "
+                f"node to boot first is {lasts[0]} (--node {lasts[0]})")
+        result.why = "named by the operator"
+    elif lasts:
+        first = lasts[0]
+        result.why = "the last node to stop (its nodes_running_at_shutdown lists only itself)"
+    elif candidates:
+        first = candidates[0]
+        result.why = ("the last node to stop is unknown; the first node with data is "
+                      "marked to force-boot")
+    else:
+        raise Refused("no node has data of this cluster: nothing to recover from"
+                      + (f" ({'; '.join(f'{n}: {w}' for n, w in lost.items())})" if lost else ""))
+    result.bootstrap = first
+    if first not in lasts:
+        mnesia = _mnesia(ctx.nodes[first])
+        r = ctx.nodes[first].rabbitmq
+        assert r is not None
+        if mnesia is None:
+            raise Refused(f"{first}: no data_dir in the inventory to mark force_load")
+        # exactly what `rabbitmqctl force_boot` does, without needing a CLI node
+        result.steps.append(Step(r.target, quote("touch %s", f"{mnesia}/force_load"),
+                                 f"{first} will boot without waiting for its peers"))
+    result.steps.append(_start(ctx.nodes[first], f"{first} boots first"))
+    result.notes.append("quorum queues cannot be read while every node is down: a queue "
+                        "whose majority lost its data shows only when the nodes are up")
+    for n in lost:
+        result.notes.append(f"{n}: {lost[n]}; it is forgotten and joins as a new member")
+        result.steps += [_forget(ctx.nodes[first], ctx.states[n], n), _reset(ctx.nodes[n])]
+    result.steps += [_start(ctx.nodes[n], f"{n} starts and "
+                            + ("joins as a new member" if n in lost else "rejoins"))
+                     for n in ctx.order if n != first]
+    result.steps += [_grow(ctx.nodes[n]) for n in ctx.order]
+
+
+def _plan_partitioned(ctx: Context, result: RabbitPlan) -> None:
+    answering = [n for n in ctx.order if ctx.states[n].answers]
+    down = [n for n in ctx.order if not ctx.states[n].answers]
+    groups: dict[frozenset[str], list[str]] = {}
+    for n in answering:
+        state = ctx.view.states[n]
+        assert state is not None
+        groups.setdefault(frozenset(state.running_nodes), []).append(n)
+    majority = max(groups.items(), key=lambda kv: (len(kv[0]), -ctx.order.index(kv[1][0])))[1]
+    minority = [n for n in answering if n not in majority]
+    result.notes.append(f"majority side: {', '.join(majority)}; restarting "
+                        f"{', '.join(minority) or 'nobody'}")
+    for n in minority:
+        result.steps += [_stop(ctx.nodes[n]), _start(ctx.nodes[n], f"{n} rejoins the majority")]
+    result.steps += [_start(ctx.nodes[n], f"{n} starts and rejoins") for n in down]
+    result.steps += [_grow(ctx.nodes[n]) for n in minority + down]
+
+
+def _plan_members_down(ctx: Context, result: RabbitPlan) -> None:
+    answering = [n for n in ctx.order if ctx.states[n].answers]
+    lost = ctx.lost()
+    _check_quorum_majority(ctx, lost)
+    down = [n for n in ctx.order if not ctx.states[n].answers]
+    # a stranger that answers (reset and booted alone) is stopped and joins as new
+    strangers = [n for n in lost if ctx.states[n].answers]
+    crashed = [n for n in down if n not in lost]
+    result.situation = ", ".join(filter(None, [
+        f"crashed with data: {', '.join(crashed)}" if crashed else "",
+        f"lost its data: {', '.join(n for n in down if n in lost)}"
+        if any(n in lost for n in down) else "",
+        f"booted on its own: {', '.join(strangers)}" if strangers else ""]))
+    trusted = [n for n in answering if n not in lost]
+    if not trusted:
+        reasons = "; ".join(f"{n}: {lost[n]}" for n in answering)
+        raise Refused(f"every node that answers lost its data ({reasons}); start a node "
+                      "that kept its data first")
+    survivor = ctx.nodes[trusted[0]]
+    for n in lost:
+        if lost[n] != "its data directory is wiped":
+            result.notes.append(f"{n}: {lost[n]}; it is forgotten and joins as a new member")
+        if n in strangers:
+            result.steps.append(_stop(ctx.nodes[n]))
+        result.steps.append(_forget(survivor, ctx.states[n], n))
+        if ctx.states[n].has_data:
+            result.steps.append(_reset(ctx.nodes[n]))
+    for n in down + strangers:
+        how = "joins as a new member" if n in lost else "restarts with its data and rejoins"
+        result.steps.append(_start(ctx.nodes[n], f"{n} {how}"))
+    result.steps += [_grow(ctx.nodes[n]) for n in down + strangers]
+
+
+def _plan_queues(ctx: Context, result: RabbitPlan) -> None:
+    missing = {m for members in ctx.view.queues_missing_members().values() for m in members}
+    result.steps = [_grow(ctx.nodes[n]) for n in ctx.order if ctx.states[n].node in missing]
+
+
+def classify(ctx: Context) -> tuple[str, Callable[[Context, RabbitPlan], None]]:
+    if not any(ctx.states[n].answers for n in ctx.order):
+        return "whole cluster stopped", _plan_all_stopped
+    if ctx.view.partitioned():
+        return "partitioned after the network healed", _plan_partitioned
+    if any(not ctx.states[n].answers for n in ctx.order) or any(
+            ctx.states[n].answers for n in ctx.lost()):
+        return "members down", _plan_members_down
+    return "quorum queues missing members", _plan_queues
+
+
 def plan(site: Site, observed: tuple[probes.RabbitView, dict[str, NodeState]], *,
          force_node: str | None = None) -> RabbitPlan:
     if PROCEDURE.rehearse("plan"):
         return PROCEDURE.rehearsed(RabbitPlan)
     view, states = observed
     nodes = {c.name: c for c in _nodes(site)}
-    order = list(nodes)
     if force_node is not None and force_node not in nodes:
         raise ConfigError(f"--node: {force_node!r} is not a RabbitMQ node "
-                          f"(nodes: {', '.join(order)})")
+                          f"(nodes: {', '.join(nodes)})")
     result = RabbitPlan("rabbitmq", "healthy", states=states)
     for name, c in nodes.items():
         if not (c.rabbitmq and c.rabbitmq.start and c.rabbitmq.pidfile):
             result.situation = "unknown"
             result.refused = f"the inventory gives no start command or pidfile for {name}"
             return result
-    if view.healthy():
+    ctx = Context(nodes, view, states, force_node)
+    if view.healthy() and not ctx.lost():
         return result
-    answering = [n for n in order if states[n].answers]
-    down = [n for n in order if not states[n].answers]
-
-    if not answering:
-        result.situation = "whole cluster stopped"
-        lasts = [n for n in order if states[n].running_at_shutdown == [states[n].node]]
-        with_data = [n for n in order if states[n].has_data]
-        if force_node is not None:
-            first = force_node
-            result.why = "named by the operator; marked to force-boot"
-        elif lasts:
-            first = lasts[0]
-            result.why = "the last node to stop (its nodes_running_at_shutdown lists only itself)"
-        elif with_data:
-            first = with_data[0]
-            result.why = ("the last node to stop is unknown; the first node with data is "
-                          "marked to force-boot")
-        else:
-            result.refused = "no node has data: nothing to recover from"
-            return result
-        result.bootstrap = first
-        if force_node is not None or not lasts:
-            mnesia = _mnesia(nodes[first])
-            r = nodes[first].rabbitmq
-            assert r is not None
-            if mnesia is None:
-                result.refused = f"{first}: no data_dir in the inventory to mark force_load"
-                return result
-            # exactly what `rabbitmqctl force_boot` does, without needing a CLI node
-            result.steps.append(Step(r.target, quote("touch %s", f"{mnesia}/force_load"),
-                                     f"{first} will boot without waiting for its peers"))
-        result.steps.append(_start(nodes[first], f"{first} boots first"))
-        result.steps += [_start(nodes[n], f"{n} starts and rejoins") for n in order
-                         if n != first]
-        result.steps += [_grow(nodes[n]) for n in order]
-        return result
-
-    partitioned = view.partitioned()
-    if partitioned:
-        result.situation = "partitioned after the network healed"
-        groups: dict[frozenset[str], list[str]] = {}
-        for n in answering:
-            state = view.states[n]
-            assert state is not None
-            groups.setdefault(frozenset(state.running_nodes), []).append(n)
-        majority = max(groups.items(), key=lambda kv: (len(kv[0]), -order.index(kv[1][0])))[1]
-        minority = [n for n in answering if n not in majority]
-        result.notes.append(f"majority side: {', '.join(majority)}; restarting "
-                            f"{', '.join(minority) or 'nobody'}")
-        for n in minority:
-            result.steps += [_stop(nodes[n]), _start(nodes[n], f"{n} rejoins the majority")]
-        result.steps += [_start(nodes[n], f"{n} starts and rejoins") for n in down]
-        result.steps += [_grow(nodes[n]) for n in minority + down]
-        return result
-
-    if down:
-        wiped = [n for n in down if states[n].has_data is False]
-        crashed = [n for n in down if n not in wiped]
-        result.situation = ", ".join(filter(None, [
-            f"crashed with data: {', '.join(crashed)}" if crashed else "",
-            f"lost its data: {', '.join(wiped)}" if wiped else ""]))
-        survivor = nodes[answering[0]]
-        s = survivor.rabbitmq
-        assert s is not None
-        for n in wiped:
-            result.steps.append(Step(
-                s.target, s.cli + quote("rabbitmqctl -n %s forget_cluster_node %s --quiet",
-                                        s.node, states[n].node),
-                f"the cluster forgets the old {n} so it can join as a new member",
-                must_succeed=False, timeout=60))
-        for n in down:
-            how = "joins as a new member" if n in wiped else "restarts with its data and rejoins"
-            result.steps.append(_start(nodes[n], f"{n} {how}"))
-        result.steps += [_grow(nodes[n]) for n in down]
-        return result
-
-    result.situation = "quorum queues missing members"
-    missing = {m for members in view.queues_missing_members().values() for m in members}
-    result.steps = [_grow(nodes[n]) for n in order if states[n].node in missing]
+    result.situation, planner = classify(ctx)
+    try:
+        planner(ctx, result)
+    except Refused as refusal:
+        result.refused = str(refusal)
+        result.steps = []
     return result
 
 

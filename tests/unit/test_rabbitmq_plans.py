@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+from pathlib import Path
 
 from chaos import inventory
 from chaos.lab.rabbitmq import QuorumQueue, RabbitState
@@ -107,3 +109,134 @@ def test_queue_missing_a_member_is_grown() -> None:
                                   {h: node(h, True) for h in NODES}))
     assert plan.situation == "quorum queues missing members"
     assert len(plan.steps) == 1 and "grow rabbit@ctl3" in plan.steps[0].command
+
+
+# -- issue 11: what the cluster confirmed is never lost, whatever the operator types ------
+
+ALL = ["ctl1", "ctl2", "ctl3"]
+
+
+def stopped(host: str, *, at_shutdown: list[str] | None = None, members: list[str] | None = None,
+            data: bool = True, quorum: bool | None = True, khepri: bool = False) -> NodeState:
+    return NodeState(host, NODES[host], False, False, data,
+                     [NODES[h] for h in at_shutdown] if at_shutdown else None,
+                     [NODES[h] for h in (members or ALL)] if data else None,
+                     quorum if data else False, khepri)
+
+
+def all_down(**states: NodeState) -> tuple[RabbitView, dict[str, NodeState]]:
+    return view({"ctl1": None, "ctl2": None, "ctl3": None}), states
+
+
+def test_all_stopped_a_wiped_node_is_forgotten_by_the_first_before_it_starts() -> None:
+    plan = rabbitmq.plan(site(), all_down(
+        ctl1=stopped("ctl1", at_shutdown=["ctl1"]), ctl2=stopped("ctl2", at_shutdown=ALL),
+        ctl3=stopped("ctl3", data=False)))
+    assert plan.refused is None and plan.bootstrap == "ctl1"
+    commands = [s.command for s in plan.steps]
+    forget = next(i for i, c in enumerate(commands) if "forget_cluster_node rabbit@ctl3" in c)
+    start3 = next(i for i, s in enumerate(plan.steps) if s.wait == "running:ctl3")
+    assert plan.steps[0].wait == "running:ctl1" and forget < start3
+    assert plan.steps[forget].target == "ssh://root@10.0.0.1"
+
+
+def test_all_stopped_a_reset_standalone_node_is_not_taken_for_the_last_to_stop() -> None:
+    # ctl1 was reset and booted alone: it lists only itself at shutdown, like a last node
+    plan = rabbitmq.plan(site(), all_down(
+        ctl1=stopped("ctl1", at_shutdown=["ctl1"], members=["ctl1"]),
+        ctl2=stopped("ctl2", at_shutdown=["ctl2", "ctl3"]),
+        ctl3=stopped("ctl3", at_shutdown=["ctl3"])))
+    assert plan.refused is None and plan.bootstrap == "ctl3"
+    assert any("ctl1: it was reset and booted on its own" in n for n in plan.notes)
+    assert any("forget_cluster_node rabbit@ctl1" in s.command for s in plan.steps)
+    assert any(s.command.startswith("rm -rf") and "rabbit@ctl1" in s.command
+               for s in plan.steps)
+    named = rabbitmq.plan(site(), all_down(
+        ctl1=stopped("ctl1", at_shutdown=["ctl1"], members=["ctl1"]),
+        ctl2=stopped("ctl2", at_shutdown=["ctl2", "ctl3"]),
+        ctl3=stopped("ctl3", at_shutdown=["ctl3"])), force_node="ctl1")
+    assert named.refused is not None and named.refused.startswith(
+        "--node ctl1: it was reset and booted on its own")
+
+
+def test_all_stopped_naming_a_node_that_stopped_earlier_is_refused_naming_the_last() -> None:
+    observed = all_down(ctl1=stopped("ctl1", at_shutdown=ALL),
+                        ctl2=stopped("ctl2", at_shutdown=["ctl2", "ctl3"]),
+                        ctl3=stopped("ctl3", at_shutdown=["ctl3"]))
+    plan = rabbitmq.plan(site(), observed, force_node="ctl1")
+    assert plan.steps == [] and plan.refused is not None
+    assert "The node to boot first is ctl3 (--node ctl3)" in plan.refused
+    assert rabbitmq.plan(site(), observed, force_node="ctl3").bootstrap == "ctl3"
+
+
+def test_all_stopped_on_khepri_is_refused_clearly() -> None:
+    plan = rabbitmq.plan(site(), all_down(**{h: stopped(h, khepri=True) for h in ALL}))
+    assert plan.refused is not None and plan.refused.startswith(
+        "the metadata store is Khepri (RabbitMQ 4.x)")
+
+
+def test_a_quorum_queue_whose_majority_lost_its_data_is_refused_up_front() -> None:
+    q = {"orders": QuorumQueue(NODES["ctl1"], list(NODES.values()), [NODES["ctl1"]])}
+    one = state(["ctl1"], queues=q)
+    plan = rabbitmq.plan(site(), (view({"ctl1": one, "ctl2": None, "ctl3": None}),
+                                  {"ctl1": node("ctl1", True),
+                                   "ctl2": node("ctl2", False, data=False),
+                                   "ctl3": node("ctl3", False, data=False)}))
+    assert plan.steps == [] and plan.refused is not None
+    assert plan.refused.startswith("quorum queue(s) orders lost their majority for good: "
+                                   "orders had members on rabbit@ctl2, rabbit@ctl3")
+    # one member lost of three keeps the majority: recovered as before
+    two = state(["ctl1", "ctl2"], queues=q)
+    plan = rabbitmq.plan(site(), (view({"ctl1": two, "ctl2": two, "ctl3": None}),
+                                  {"ctl1": node("ctl1", True), "ctl2": node("ctl2", True),
+                                   "ctl3": node("ctl3", False, data=False)}))
+    assert plan.refused is None and plan.situation == "lost its data: ctl3"
+
+
+def test_a_partial_wipe_is_a_lost_node_not_a_crash() -> None:
+    two = state(["ctl1", "ctl2"])
+    partial = NodeState("ctl3", NODES["ctl3"], False, False, True, None,
+                        list(NODES.values()), False, False)
+    plan = rabbitmq.plan(site(), (view({"ctl1": two, "ctl2": two, "ctl3": None}),
+                                  {"ctl1": node("ctl1", True), "ctl2": node("ctl2", True),
+                                   "ctl3": partial}))
+    assert plan.situation == "lost its data: ctl3"
+    assert any("quorum queue data (quorum/) is gone" in n for n in plan.notes)
+    forget, reset, start, grow = plan.steps
+    assert "forget_cluster_node rabbit@ctl3" in forget.command
+    assert reset.command.startswith("rm -rf") and "rabbit@ctl3" in reset.command
+    assert "joins as a new member" in start.effect and "grow" in grow.command
+
+
+def test_an_answering_node_booted_on_its_own_is_stopped_and_joins_as_new() -> None:
+    two = state(["ctl1", "ctl2"])
+    alone = RabbitState([NODES["ctl3"]], {}, [NODES["ctl3"]], {})
+    states = {"ctl1": node("ctl1", True), "ctl2": node("ctl2", True),
+              "ctl3": NodeState("ctl3", NODES["ctl3"], True, True, True, None, [NODES["ctl3"]],
+                                True, False)}
+    states["ctl1"] = NodeState("ctl1", NODES["ctl1"], True, True, True, None,
+                               list(NODES.values()), True, False)
+    plan = rabbitmq.plan(site(), (view({"ctl1": two, "ctl2": two, "ctl3": alone}), states))
+    assert plan.situation == "booted on its own: ctl3"
+    assert [s.wait for s in plan.steps] == ["stopped:ctl3", None, None, "running:ctl3", None]
+
+
+def test_parse_data_reads_the_files_as_rabbitmq_writes_them(tmp_path: Path) -> None:
+    mnesia = tmp_path / "rabbit@ctl1"
+    (mnesia / "quorum" / "rabbit@ctl1").mkdir(parents=True)
+    (mnesia / "quorum" / "rabbit@ctl1" / "00000001.wal").write_text("x")
+    (mnesia / "schema.DAT").write_text("x")
+    (mnesia / "nodes_running_at_shutdown").write_text("['rabbit@ctl1',\n 'rabbit@ctl2'].\n")
+    (mnesia / "cluster_nodes.config").write_text(
+        "{['rabbit@ctl1','rabbit@ctl2'],['rabbit@ctl1','rabbit@ctl2']}.\n")
+    (tmp_path / "rabbit@ctl1-feature_flags").write_text("[quorum_queue,\n khepri_db].\n")
+    script = rabbitmq._data_script(str(mnesia), "rabbit@ctl1")
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert rabbitmq.parse_data(out) == (True, ["rabbit@ctl1", "rabbit@ctl2"],
+                                        ["rabbit@ctl1", "rabbit@ctl2"], True, True)
+    (mnesia / "quorum" / "rabbit@ctl1" / "00000001.wal").unlink()
+    (tmp_path / "rabbit@ctl1-feature_flags").write_text("[quorum_queue].\n")
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert rabbitmq.parse_data(out)[3:] == (False, False)
