@@ -271,23 +271,41 @@ def _plan_all_stopped(ctx: Context, result: RabbitPlan) -> None:
             "once a majority is up. This procedure covers Mnesia (3.x) only")
     lost = ctx.lost()
     candidates = [n for n in ctx.order if ctx.states[n].has_data and n not in lost]
-    lasts = [n for n in candidates if ctx.states[n].running_at_shutdown == [ctx.states[n].node]]
+    at_shutdown = {n: ctx.states[n].running_at_shutdown for n in candidates}
+    lasts = [n for n in candidates if at_shutdown[n] == [ctx.states[n].node]]
+
+    def outlived(n: str) -> list[str]:
+        """Candidates still running when ``n`` stopped, which ``n`` did not see running
+        when they stopped: they stopped after it."""
+        mine = at_shutdown[n] or []
+        return [c for c in candidates if c != n and ctx.states[c].node in mine
+                and ctx.states[n].node not in (at_shutdown[c] or [ctx.states[n].node])]
+
+    # the node that stopped last among those with data: every other stopped before it
+    known = [n for n in candidates if at_shutdown[n] is not None]
+    latest = [n for n in known if not outlived(n)]
     if ctx.force_node is not None:
         first = ctx.force_node
         if first in lost:
             raise Refused(f"--node {first}: {lost[first]}; it cannot boot the cluster")
         if not ctx.states[first].has_data:
             raise Refused(f"--node {first}: its data is unknown ({ctx.states[first]})")
-        if lasts and first not in lasts:
+        later = outlived(first)
+        if later:
             raise Refused(
-                f"--node {first}: {first} stopped before {', '.join(lasts)} (its "
-                f"nodes_running_at_shutdown lists others still running); force-booting it "
+                f"--node {first}: {first} stopped before {', '.join(later)} (its "
+                f"nodes_running_at_shutdown lists them still running); force-booting it "
                 "would lose what the cluster changed after (queues and users declared). The "
-                f"node to boot first is {lasts[0]} (--node {lasts[0]})")
+                f"node to boot first is {(lasts or latest or later)[0]} "
+                f"(--node {(lasts or latest or later)[0]})")
         result.why = "named by the operator"
     elif lasts:
         first = lasts[0]
         result.why = "the last node to stop (its nodes_running_at_shutdown lists only itself)"
+    elif latest:
+        first = latest[0]
+        result.why = ("the last node with its data to stop; nodes it saw running have lost "
+                      "their data or are unknown, so it is marked to force-boot")
     elif candidates:
         first = candidates[0]
         result.why = ("the last node to stop is unknown; the first node with data is "

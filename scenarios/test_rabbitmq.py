@@ -87,3 +87,29 @@ def test_stop_every_node_in_the_unlucky_order_recover_all_messages_there(
     expect.check(f"{hosts[-1]}, the last node stopped, is started first",
                  lambda: plan.bootstrap == hosts[-1], plan.render, journal=journal)
     workload.assert_nothing_lost()
+
+
+@pytest.mark.blast_radius(rabbitmq=3, controllers=3)
+def test_stop_every_node_and_the_last_one_loses_its_disk_it_rejoins_as_new(
+    site: Site, faults: Faults, workload: Workload, journal: Journal
+) -> None:
+    first, second, last = rabbit_hosts(site)[:3]
+    expect.rabbit_healthy(site)
+    with workload.running(galera=False):
+        confirmed(workload, 20)
+        faults.add("stop", first, "rabbitmq")
+        faults.add("stop", second, "rabbitmq")
+        # the node still running, the one a naive restart would start first, loses its
+        # disk: the cluster still knows its old identity and must forget it first
+        faults.add("wipe", last, "rabbitmq")
+    plan = recover_rabbitmq.recover(site, journal=journal)
+    view = expect.rabbit_healthy(site, journal=journal)
+    expect.check(f"{second}, the last node with its data to stop, boots first",
+                 lambda: plan.bootstrap == second, plan.render, journal=journal)
+    expect.check(f"the cluster forgets the wiped {last} before it starts", lambda: any(
+        "forget_cluster_node" in s.command and last in s.effect for s in plan.steps),
+        plan.render, journal=journal)
+    expect.check("every quorum queue has all its members back",
+                 lambda: view.queues_missing_members() == {},
+                 lambda: str(view.queues_missing_members()), journal=journal)
+    workload.assert_nothing_lost()

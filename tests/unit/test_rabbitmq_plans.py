@@ -240,3 +240,19 @@ def test_parse_data_reads_the_files_as_rabbitmq_writes_them(tmp_path: Path) -> N
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                          timeout=10).stdout
     assert rabbitmq.parse_data(out)[3:] == (False, False)
+
+
+def test_all_stopped_the_last_stopped_node_was_wiped_the_next_latest_force_boots() -> None:
+    # stop ctl1, stop ctl2, then ctl3 (still running) loses its disk: ctl2 stopped last
+    # of those with data, but it saw ctl3 running, so it must be marked to force-boot
+    plan = rabbitmq.plan(site(), all_down(
+        ctl1=stopped("ctl1", at_shutdown=ALL), ctl2=stopped("ctl2", at_shutdown=["ctl2", "ctl3"]),
+        ctl3=stopped("ctl3", data=False)))
+    assert plan.refused is None and plan.bootstrap == "ctl2"
+    assert "force_load" in plan.steps[0].command and "rabbit@ctl2" in plan.steps[0].command
+    assert any("forget_cluster_node rabbit@ctl3" in s.command for s in plan.steps)
+    refused = rabbitmq.plan(site(), all_down(
+        ctl1=stopped("ctl1", at_shutdown=ALL), ctl2=stopped("ctl2", at_shutdown=["ctl2", "ctl3"]),
+        ctl3=stopped("ctl3", data=False)), force_node="ctl1")
+    assert refused.refused is not None
+    assert refused.refused.startswith("--node ctl1: ctl1 stopped before ctl2")
