@@ -184,3 +184,77 @@ def test_two_primary_components_are_named_split_brain_and_left_alone(
     finally:
         lab.down()
         lab.up()
+
+
+def grastate(site: Site, node: str) -> Path:
+    host = site.host(node)
+    assert isinstance(host, Controller) and host.galera
+    return Path(host.galera.datadir) / "grastate.dat"
+
+
+def test_joiner_of_another_history_is_refused_then_discarded_on_request(
+        lab: Lab, site: Site) -> None:
+    expect.galera_healthy(site)
+    try:
+        kill9(site, "ctl3")
+        expect.galera_quorum(site, ["ctl1", "ctl2"])
+        # ctl3's data now claims another history (as after someone bootstrapped it alone)
+        path = grastate(site, "ctl3")
+        other = "aaaaaaaa-0000-11f1-8000-000000000000"
+        path.write_text(f"# GALERA saved state\nversion: 2.1\nuuid:    {other}\n"
+                        "seqno:   5\nsafe_to_bootstrap: 0\n")
+        refused = cli()
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"REFUSED: ctl3 carries another history (cluster {other}, seqno 5)" \
+            in refused.stdout
+        assert grastate(site, "ctl3").read_text().count(other) == 1  # nothing touched
+        told = cli("--discard", "ctl3")
+        assert told.returncode == 0, told.stdout + told.stderr
+        assert "ctl3 joins by full state transfer; its own data is discarded" in told.stdout
+        expect.galera_healthy(site)
+    finally:
+        if not galera.observe(site).view.healthy(3):
+            lab.down()
+            lab.up()
+
+
+def test_missing_grastate_beside_data_is_recovered_by_position_not_by_sst(
+        lab: Lab, site: Site) -> None:
+    expect.galera_healthy(site)
+    try:
+        kill9(site, "ctl2")
+        expect.galera_quorum(site, ["ctl1", "ctl3"])
+        grastate(site, "ctl2").unlink()
+        dry = cli("--dry-run")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert "no grastate.dat beside data: the real run learns it" in dry.stdout
+        real = cli()
+        assert real.returncode == 0, real.stdout + real.stderr
+        assert "ctl2 joins by IST from seqno" in real.stdout
+        expect.galera_healthy(site)
+    finally:
+        if not galera.observe(site).view.healthy(3):
+            lab.down()
+            lab.up()
+
+
+def test_survivor_beside_a_frozen_member_is_not_bootstrapped(lab: Lab, site: Site) -> None:
+    expect.galera_healthy(site)
+    ctl1 = site.host("ctl1")
+    assert isinstance(ctl1, Controller) and ctl1.galera and ctl1.galera.pidfile
+    frozen = procs.read_pidfile(Path(ctl1.galera.pidfile))
+    assert frozen is not None
+    try:
+        os.kill(frozen, 19)  # SIGSTOP: alive, silent, still a member as far as it knows
+        kill9(site, "ctl2")
+        expect.galera_non_primary(site, "ctl3")
+        result = cli("--node", "ctl3")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "REFUSED: ctl1: process" in result.stdout
+        assert "alive but not answering SQL" in result.stdout
+        assert "second Primary component" in result.stdout
+        assert galera._condition(site, "primary:ctl3")[0] is False  # nothing bootstrapped
+    finally:
+        os.kill(frozen, 18)
+        lab.down()
+        lab.up()
