@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from chaos.dryrun import refuse
 from chaos.errors import ConfigError
 from chaos.inventory import Compute, Controller, Site
-from chaos.lab.compute import _STATE_NAMES as STATE_NAMES
-from chaos.lab.compute import DomainIdentity, with_libvirt
-from chaos.lab.galera import GaleraState
-from chaos.lab.galera import probe as _galera_probe
-from chaos.lab.rabbitmq import RabbitState
-from chaos.lab.rabbitmq import probe as _rabbit_probe
+from chaos.services.galera import GaleraState
+from chaos.services.galera import probe as _galera_probe
+from chaos.services.libvirt import STATE_NAMES, DomainIdentity, with_libvirt
+from chaos.services.rabbitmq import RabbitState
+from chaos.services.rabbitmq import probe as _rabbit_probe
 from chaos.targets import host_target
 
 __all__ = ["DomainIdentity", "GaleraState", "GaleraView", "RabbitView", "domains", "galera",

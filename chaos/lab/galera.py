@@ -78,7 +78,6 @@ import pwd
 import shutil
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
@@ -87,6 +86,7 @@ from chaos.errors import LabError, ProbeTimeout
 from chaos.lab import procs
 from chaos.lab.model import Check, Host, LabSecrets, Register
 from chaos.lab.procs import Daemon
+from chaos.services.galera import GaleraState, probe, query_state
 from chaos.wait import wait_for
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -137,26 +137,6 @@ QUICK_STOP_TIMEOUT = 3.0
 # ~0.2 s here; a node stuck in a state transfer ignores SIGTERM, hence the bound.
 
 
-@dataclass(frozen=True)
-class GaleraState:
-    """What one node says about itself and its cluster (``SHOW STATUS LIKE 'wsrep_%'``)."""
-
-    size: int
-    status: str  # wsrep_cluster_status: Primary, non-Primary, Disconnected
-    local_state: str  # wsrep_local_state_comment: Synced, Donor/Desynced, Joining...
-    ready: bool
-    last_committed: int
-    cluster_uuid: str
-
-    @property
-    def healthy(self) -> bool:
-        return self.status == "Primary" and self.local_state == "Synced" and self.ready
-
-    def describe(self) -> str:
-        text = f"size={self.size} {self.status} {self.local_state} seqno={self.last_committed}"
-        return text if self.ready else text + " not-ready"
-
-
 def _config_text(
     *,
     name: str,
@@ -202,55 +182,6 @@ wsrep_provider_options = "{provider_options}"
 """
 
 
-_STATUS_QUERY = (
-    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_size', "
-    "'wsrep_cluster_status', 'wsrep_local_state_comment', 'wsrep_ready', "
-    "'wsrep_last_committed', 'wsrep_cluster_state_uuid')"
-)
-
-
-def _state_from_rows(rows: dict[str, str]) -> GaleraState:
-    def number(name: str) -> int:
-        text = rows.get(name, "")
-        return int(text) if text.lstrip("-").isdigit() else -1
-
-    return GaleraState(
-        size=number("wsrep_cluster_size"),
-        status=rows.get("wsrep_cluster_status", "unknown"),
-        local_state=rows.get("wsrep_local_state_comment", "unknown"),
-        ready=rows.get("wsrep_ready", "OFF").upper() == "ON",
-        last_committed=number("wsrep_last_committed"),
-        cluster_uuid=rows.get("wsrep_cluster_state_uuid", ""),
-    )
-
-
-def _query_state(conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> GaleraState:
-    with conn.cursor() as cur:
-        cur.execute(_STATUS_QUERY)
-        rows = {str(name): str(value) for name, value in cur.fetchall()}
-    return _state_from_rows(rows)
-
-
-def probe(
-    address: str, port: int, user: str, password: str, *, timeout: float = 3.0
-) -> GaleraState:
-    """Ask one node over TCP. SHOW STATUS is allowed on a non-Primary node, so this
-    works where ordinary queries fail with error 1047."""
-    conn = pymysql.connect(
-        host=address,
-        port=port,
-        user=user,
-        password=password,
-        connect_timeout=timeout,
-        read_timeout=timeout,
-        write_timeout=timeout,
-    )
-    try:
-        return _query_state(conn)
-    finally:
-        conn.close()
-
-
 def _socket_connect(
     sock: Path, timeout: float = 3.0
 ) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
@@ -269,7 +200,7 @@ def socket_probe(sock: Path, *, timeout: float = 3.0) -> GaleraState:
     """Like :func:`probe` but as root over the node's unix socket (no account needed)."""
     conn = _socket_connect(sock, timeout)
     try:
-        return _query_state(conn)
+        return query_state(conn)
     finally:
         conn.close()
 
@@ -453,7 +384,7 @@ class GaleraLab:
                     f"galera: {host.name} needed a state transfer (SST) although its data "
                     f"was copied from the same template; {_log_tail(self.log_file(host.name))}"
                 )
-        self._create_account(first.name)
+        self.create_account(first.name)
         # the account as clients will use it: over TCP to each node's own address
         for check in self.status():
             if not check.ok:
@@ -628,7 +559,9 @@ class GaleraLab:
         # position), so the script's running is no sign; its closing line names the kind.
         return "rsync SST completed on joiner" in text
 
-    def _create_account(self, node: str) -> None:
+    def create_account(self, node: str) -> None:
+        """The harness's SQL account (from the lab's secrets), made through ``node``'s
+        unix socket; the Kubernetes tier calls it for its own Galera too."""
         # Account statements replicate (as TOI), so creating it on one node is enough.
         # install-db with --skip-test-db makes no anonymous accounts (checked on
         # 10.11), which would otherwise shadow user@'%' for local clients.

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from chaos.lab.galera import GaleraLab
     from chaos.lab.rabbitmq import RabbitLab
 
-from chaos.errors import LabError
+from chaos.errors import LabError, ServiceError
 from chaos.lab import kubebuild, kubetopology, procs
 from chaos.lab.compute import domains
 from chaos.lab.model import Check, Host, LabSecrets, Register
@@ -324,7 +324,7 @@ class KubeLab:
                                             if o["metadata"]["name"] == f"galera-{name}"])
             self._wait_deployment(f"galera-{name}", timeout=120)
         kubetopology.apply(self.api(), [o for o in objects if o["metadata"]["name"] == "galera"])
-        galera._create_account(names[0])
+        galera.create_account(names[0])
         for check in galera.status():
             if not check.ok:
                 raise LabError(f"kube {check.component} unhealthy after up: {check.detail}")
@@ -662,7 +662,7 @@ current-context: chaos-lab
                 checks.append(Check(f"kube/libvirt/{h.name}", bool(running),
                                     ", ".join(f"{d.name} {d.state} qemu {d.qemu_pid}"
                                               for d in found) or "no domain"))
-            except LabError as exc:
+            except (LabError, ServiceError) as exc:
                 checks.append(Check(f"kube/libvirt/{h.name}", False, str(exc)[:200]))
         return checks
 

@@ -21,12 +21,12 @@ from chaos.lab import procs
 from chaos.lab.compute import (
     ComputeHost,
     ComputeLab,
-    DomainIdentity,
     cgroup_hierarchies,
     domains,
     mounts_under,
 )
 from chaos.lab.procs import Daemon
+from chaos.services.libvirt import DomainIdentity
 from chaos.wait import wait_for
 
 pytestmark = pytest.mark.lab

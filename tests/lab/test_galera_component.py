@@ -23,9 +23,10 @@ import pytest
 
 from chaos.errors import LabError
 from chaos.lab import procs
-from chaos.lab.galera import GALERA_LIB, MARIADBD, GaleraLab, probe
+from chaos.lab.galera import GALERA_LIB, MARIADBD, GaleraLab
 from chaos.lab.model import Host, LabSecrets
 from chaos.lab.procs import Daemon
+from chaos.services.galera import probe
 
 pytestmark = pytest.mark.lab
 

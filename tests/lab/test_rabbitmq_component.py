@@ -13,7 +13,8 @@ import pytest
 from chaos.lab import procs
 from chaos.lab.model import Host, LabSecrets
 from chaos.lab.procs import Daemon
-from chaos.lab.rabbitmq import RabbitLab, probe
+from chaos.lab.rabbitmq import RabbitLab
+from chaos.services.rabbitmq import probe
 
 pytestmark = pytest.mark.lab
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 from chaos import inventory
-from chaos.lab.rabbitmq import QuorumQueue, RabbitState
 from chaos.probes import RabbitView
+from chaos.services.rabbitmq import QuorumQueue, RabbitState
 from recovery import rabbitmq
 from recovery.rabbitmq import NodeState
 from tests.unit.test_inventory import VALID
