@@ -23,7 +23,7 @@ from chaos import dryrun
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
 from chaos.ledger import Ledger
-from chaos.steps import ALIVE, Step, start_unless_running
+from chaos.steps import ALIVE, Step, restart_log, start_unless_running
 from chaos.targets import host_target
 from chaos.targets.base import quote
 
@@ -111,10 +111,6 @@ def _kill_steps(proc: _Proc, host: str) -> Step:
     return Step(proc.target,
                 quote("pid=$(cat %s) && kill -s KILL \"$pid\"", proc.pidfile),
                 f"{proc.cluster} on {host} is gone (SIGKILL)")
-
-
-def restart_log(pidfile: str) -> str:
-    return pidfile.rsplit("/", 1)[0] + "/chaos-restart.log"
 
 
 def _start_step(proc: _Proc, host: str) -> Step:

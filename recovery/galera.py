@@ -34,9 +34,8 @@ from typing import Any
 
 from chaos import probes
 from chaos.errors import ConfigError, HarnessError
-from chaos.faults import restart_log
 from chaos.inventory import Controller, Site
-from chaos.steps import ALIVE, Step, detached
+from chaos.steps import ALIVE, Step, detached, restart_log
 from chaos.targets import for_url
 from chaos.targets.base import quote
 from recovery.plan import Plan, Procedure

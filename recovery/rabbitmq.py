@@ -26,9 +26,8 @@ from typing import Any
 
 from chaos import probes
 from chaos.errors import ConfigError, HarnessError
-from chaos.faults import restart_log
 from chaos.inventory import Controller, Site
-from chaos.steps import ALIVE, Step, start_unless_running
+from chaos.steps import ALIVE, Step, restart_log, start_unless_running
 from chaos.targets import for_url
 from chaos.targets.base import quote
 from recovery.plan import Plan, Procedure
