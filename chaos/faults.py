@@ -22,6 +22,7 @@ from typing import Any, Literal
 from chaos import dryrun
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
+from chaos.journal import Journal
 from chaos.ledger import Ledger
 from chaos.steps import ALIVE, Step, restart_log, start_unless_running
 from chaos.targets import host_target
@@ -401,7 +402,7 @@ class Faults:
 
     def __init__(self, site: Site, *, inventory_path: str | None = None,
                  ledger: Ledger | None = None, allowed: dict[str, int] | None = None,
-                 journal: Any = None,
+                 journal: Journal | None = None,
                  confirm: Callable[[Step], None] | None = None) -> None:
         self.site = site
         # runbook mode: called before every step that injects a fault

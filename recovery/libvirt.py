@@ -17,6 +17,7 @@ from typing import Any
 from chaos import dryrun, probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Compute, Site
+from chaos.journal import Journal
 from chaos.steps import Step
 from chaos.targets import host_target
 from chaos.targets.base import quote
@@ -164,12 +165,13 @@ def _condition(site: Site, condition: str) -> tuple[bool, object]:
     raise AssertionError(condition)
 
 
-def execute(site: Site, plan_: Plan, *, journal: Any = None,
+def execute(site: Site, plan_: Plan, *, journal: Journal | None = None,
             confirm: Callable[[Step], None] | None = None) -> None:
     run_plan(site, plan_, _condition, PROCEDURE, journal=journal, confirm=confirm)
 
 
-def recover(site: Site, *, only: str | None = None, journal: Any = None) -> Plan:
+def recover(site: Site, *, only: str | None = None,
+            journal: Journal | None = None) -> Plan:
     if PROCEDURE.rehearse("recover", on=only):
         return PROCEDURE.rehearsed(Plan)
     the_plan = plan(site, observe(site, only=only), force_node=only)
