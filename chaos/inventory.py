@@ -27,6 +27,20 @@ from chaos.errors import ConfigError
 
 TARGET_SCHEMES = ("local", "ssh", "docker", "k8s")
 
+# Where the local lab (the separate ``chaoslab`` package) keeps its site: the harness
+# knows the path of the inventory the lab writes, never the lab's code.
+LAB_DIR = Path("/var/lib/chaos-lab")
+
+
+def lab_dir() -> Path:
+    """``$CHAOS_LAB_DIR`` or /var/lib/chaos-lab."""
+    return Path(os.environ.get("CHAOS_LAB_DIR") or LAB_DIR)
+
+
+def lab_inventory_path() -> Path:
+    """The inventory ``chaos lab up`` writes: the default site when none is given."""
+    return lab_dir() / "inventory.yaml"
+
 
 def _ip(value: str) -> str:
     try:

@@ -59,16 +59,14 @@ def resolve_inventory(explicit: str | None, *, use_lab: bool) -> Path:
     env = os.environ.get("CHAOS_INVENTORY")
     if env and not use_lab:
         return resolve_inventory(env, use_lab=False)
-    from chaos.lab.lab import Lab
-
-    lab = Lab()
+    lab = inv.lab_inventory_path()
     # a lab with faults in it is still the site to act on: only its absence matters
-    if not lab.inventory_file.is_file():
+    if not lab.is_file():
         raise EnvironmentProblem(
-            f"no inventory given and no running lab at {lab.root}; "
+            f"no inventory given and no running lab at {lab.parent}; "
             "pass --inventory FILE or run 'chaos lab up'"
         )
-    return lab.inventory_file
+    return lab
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

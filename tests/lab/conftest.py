@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from chaos.lab.lab import Lab
+from chaoslab.lab import Lab
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,11 +18,12 @@ import pymysql
 import pytest
 
 from chaos import inventory
-from chaos.lab import kube, procs
-from chaos.lab.compute import ComputeLab, domains
-from chaos.lab.lab import COMPUTES, CONTROLLERS, Lab
 from chaos.targets import host_target
 from chaos.wait import wait_for
+from chaoslab import kube, procs
+from chaoslab.compute import ComputeLab, domains
+from chaoslab.lab import Lab
+from chaoslab.model import COMPUTES, CONTROLLERS
 
 
 def chaos(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

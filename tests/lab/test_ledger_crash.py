@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos.lab import procs
 from chaos.wait import wait_for
+from chaoslab import procs
 
 ADDRESSES = ["127.0.5.11", "127.0.5.12", "127.0.5.13"]
 

@@ -26,7 +26,7 @@ COMPUTES = [("cmp1", "127.0.0.21", "survive"), ("cmp2", "127.0.0.22", "die"),
 
 
 def lab_shaped_site(root: Path) -> dict[str, Any]:
-    """The inventory ``chaos lab up`` writes (chaos/lab/inventory.py), under ``root``:
+    """The inventory ``chaos lab up`` writes (chaoslab/inventory.py), under ``root``:
     ssh targets on :2222, a pidfile and start command per daemon, docker-run libvirt.
     Its key and secret files do not exist: a dry run needs neither."""
     ssh = {"user": "root", "port": SSH_PORT, "key_file": str(root / "ssh" / "id_ed25519")}

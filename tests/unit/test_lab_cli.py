@@ -70,3 +70,18 @@ def test_unreadable_state_is_one_line(tmp_path: Path) -> None:
     result = chaos(tmp_path, "lab", "up")
     assert result.returncode == 3
     assert "unreadable lab state" in result.stderr
+
+
+@pytest.mark.parametrize("action", ["up", "status"])
+def test_without_the_lab_installed_lab_commands_are_one_line_and_exit_2(
+        tmp_path: Path, action: str) -> None:
+    # the harness installed alone: importing chaoslab fails as it would without the extra
+    hide = ("import sys; sys.modules['chaoslab'] = None; from chaos.cli import main; "
+            f"sys.exit(main(['lab', {action!r}]))")
+    env = {**os.environ, "CHAOS_LAB_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 2
+    assert result.stderr == ("chaos: the local lab is not installed: "
+                             "pip install 'openstack-chaos[lab]'\n")
+    assert not list(tmp_path.iterdir())  # nothing of a lab was made

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos.lab import procs
 from chaos.wait import wait_for
+from chaoslab import procs
 from tests.unit.test_inventory import VALID
 
 

@@ -44,8 +44,11 @@ from subprocess import CompletedProcess
 from typing import Any, Literal, TypeVar
 
 from chaos.errors import LabError, ProbeTimeout, ServiceError
-from chaos.lab.model import Check, Register
-from chaos.lab.procs import (
+from chaos.services.libvirt import STATE_NAMES, DomainIdentity, with_libvirt
+from chaos.services.libvirt import module as libvirt_module
+from chaos.wait import wait_for
+from chaoslab.model import Check, Register
+from chaoslab.procs import (
     Daemon,
     alive,
     port_in_use,
@@ -55,9 +58,6 @@ from chaos.lab.procs import (
     start_time_ticks,
     stop,
 )
-from chaos.services.libvirt import STATE_NAMES, DomainIdentity, with_libvirt
-from chaos.services.libvirt import module as libvirt_module
-from chaos.wait import wait_for
 
 T = TypeVar("T")
 
@@ -599,7 +599,7 @@ class ComputeLab:
     def write_config(self, h: ComputeHost) -> None:
         home = self.node_home(h.name)
         (home / "etc" / "libvirtd.conf").write_text(
-            f"""# written by chaos.lab.compute for {h.name} ({h.mode})
+            f"""# written by chaoslab.compute for {h.name} ({h.mode})
 listen_tls = 0
 listen_tcp = 1
 listen_addr = "{h.address}"

@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chaos.errors import LabError, ProbeTimeout
-from chaos.lab import procs
-from chaos.lab.model import Check, Host, LabSecrets, Register
-from chaos.lab.procs import Daemon
 from chaos.services.rabbitmq import RabbitState, probe
 from chaos.wait import wait_for
+from chaoslab import procs
+from chaoslab.model import Check, Host, LabSecrets, Register
+from chaoslab.procs import Daemon
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 SERVER = RABBIT_BIN / "rabbitmq-server"
