@@ -19,6 +19,7 @@ from chaos.errors import (
     EXIT_USAGE,
     EXIT_VERDICT,
     ConfigError,
+    EnvironmentProblem,
     HarnessError,
 )
 
@@ -165,15 +166,27 @@ def _vm_verdict(site: Site) -> int:
     return EXIT_OK if verdict.all_survived else EXIT_VERDICT
 
 
+def _scenarios() -> Path:
+    """Where the scenario suite is: the installed ``scenarios`` package (the checkout's
+    own in a development install), found without importing it."""
+    from importlib.util import find_spec
+
+    spec = find_spec("scenarios")
+    if spec is None or not spec.submodule_search_locations:
+        raise EnvironmentProblem("the scenario suite (package 'scenarios') is not installed "
+                                 "beside the harness; reinstall openstack-chaos")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     import pytest
 
     from chaos.plugin import resolve_inventory
 
     inventory = resolve_inventory(args.inventory, use_lab=args.lab)
+    scenarios = _scenarios()
     report_dir = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     report_dir.mkdir(parents=True, exist_ok=True)
-    scenarios = Path(__file__).resolve().parent.parent / "scenarios"
     argv = [
         str(scenarios),
         f"--inventory={inventory}",
