@@ -151,7 +151,8 @@ def domains(site: Site, host_name: str, *, timeout: float = 5.0) -> list[DomainI
                   "s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null) || continue; "
                   "set -- $s; [ \"$1\" = Z ] && continue; shift 19; echo \"$u $p $1\"; "
                   "done; done")
-        out = host_target(site, host_name).run(script % " ".join(running), timeout=timeout)
+        out = host_target(site, host_name, need="read its VMs' qemu pids").run(
+            script % " ".join(running), timeout=timeout)
         for line in out.stdout.splitlines():
             uuid, pid, ticks = line.split()
             if pid.isdigit() and ticks.isdigit():

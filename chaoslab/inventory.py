@@ -70,7 +70,9 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
         })
     return {
         "name": "lab",
-        "kind": "lab",
+        "kind": "process",
+        # every host is a loopback address of this machine: one kernel filters them all
+        "firewall": "local",
         "credentials": credentials(lab),
         "controllers": controllers,
         "computes": computes,
@@ -144,6 +146,8 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
         controllers.append({
             "name": node.name,
             "address": node.address,
+            # no sshd at the tier's addresses: the node is this machine, reached as such
+            "access": "local",
             "galera": galera_section(galera, node.name,
                                      selector_target("galera", node.name, "mariadb")),
             "rabbitmq": rabbit_section(rabbit, node.name,
@@ -152,12 +156,14 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
     return {
         "name": "lab-kube",
         "kind": "kubernetes",
+        "firewall": "local",
         "credentials": credentials(lab),
         "kubernetes": {"kubeconfig": str(kube.kubeconfig)},
         "controllers": controllers,
         "computes": [{
             "name": node.name,
             "address": node.address,
+            "access": "local",
             # the node's own docker, under the kubelet: what kill-docker kills
             "docker": {"socket": kube.docker_socket(node.name),
                        "pidfile": str(kube.dockerd_pidfile(node.name)),

@@ -185,6 +185,11 @@ class Lab:
                         self._state = state
                         self._add_kube()
                         return UpResult(False, time.monotonic() - start, self.inventory_file)
+                    # nothing to start, but the inventories are written again: a harness
+                    # updated since the lab came up may read them in a newer format
+                    self.write_inventory()
+                    if state.get("kube"):
+                        self.write_kube_inventory()
                     return UpResult(True, time.monotonic() - start, self.inventory_file)
                 why = f"{len(dead)} lab processes gone" if dead else "an 'up' never finished"
                 raise LabError(

@@ -56,7 +56,7 @@ def lab_shaped_site(root: Path) -> dict[str, Any]:
     } for name, address, vms in COMPUTES]
     secrets = root / "secrets"
     return {
-        "name": "lab", "kind": "lab",
+        "name": "lab", "kind": "process", "firewall": "local",
         "credentials": {
             "db": {"user": "chaos", "password": {"file": str(secrets / "db-password")}},
             "rabbitmq": {"user": "chaos",

@@ -27,6 +27,7 @@ def inventory_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for i, ctl in enumerate(data["controllers"], 1):
         ctl["address"] = f"127.0.9.{10 + i}"
         del ctl["ssh"]
+        ctl["access"] = "local"  # the sleepers, and the iptables rules, are this machine's
         pidfile = tmp_path / f"ctl{i}.pid"
         ctl["galera"] = {"target": "local://", "datadir": str(tmp_path),
                          "pidfile": str(pidfile),
