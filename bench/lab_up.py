@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from chaos.lab.lab import Lab
+from chaoslab.lab import Lab
 
 LAB_EXES = ("mariadbd", "beam.smp", "epmd", "dockerd", "containerd", "containerd-shim",
             "containerd-shim-runc-v2", "libvirtd", "qemu-system-x86_64", "sshd", "erl_child_setup",

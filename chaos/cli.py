@@ -19,11 +19,14 @@ from chaos.errors import (
     EXIT_USAGE,
     EXIT_VERDICT,
     ConfigError,
+    EnvironmentProblem,
     HarnessError,
 )
 
 if TYPE_CHECKING:
     from chaos.inventory import Site
+
+LAB_MISSING = "the local lab is not installed: pip install 'openstack-chaos[lab]'"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,36 +38,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _lab(args: argparse.Namespace) -> int:
-    from chaos.lab.lab import Lab
+    """``chaos lab …`` is the lab's own command: the harness reaches it only here, by
+    name, when a lab subcommand runs (the lab uses the harness, never the reverse)."""
+    import importlib
 
-    lab = Lab(Path(args.lab_dir) if args.lab_dir else None)
-    if args.action == "up":
-        result = lab.up(kube=args.kube)
-        if result.already_up:
-            print(f"lab already up at {lab.root} (nothing to do)")
-        else:
-            print(f"lab up in {result.seconds:.1f}s at {lab.root}")
-        print(f"inventory: {result.inventory}")
-        if lab.kube_enabled():
-            print(f"kubernetes tier: inventory {lab.kube_inventory_file}, "
-                  f"kubeconfig {lab.kube().kubeconfig}")
-        return EXIT_OK
-    if args.action == "down":
-        seconds = lab.down()
-        print(f"lab down in {seconds:.1f}s; nothing of it left running")
-        return EXIT_OK
-    if args.action == "status":
-        checks = lab.status()
-        width = max(len(c.component) for c in checks)
-        for check in checks:
-            print(f"{'ok  ' if check.ok else 'FAIL'} {check.component:<{width}}  {check.detail}")
-        healthy = all(c.ok for c in checks)
-        print("lab healthy" if healthy else "lab NOT healthy")
-        return EXIT_OK if healthy else EXIT_VERDICT
-    if args.action == "env":
-        sys.stdout.write(lab.env())
-        return EXIT_OK
-    raise AssertionError(args.action)
+    try:
+        lab_cli = importlib.import_module("chaoslab.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("chaoslab", "chaoslab.cli"):
+            raise  # the lab is there but broken: its own traceback says more
+        print(f"chaos: {LAB_MISSING}", file=sys.stderr)
+        return EXIT_USAGE
+    code: int = lab_cli.run(args)
+    return code
 
 
 def _inventory(args: argparse.Namespace) -> int:
@@ -184,15 +170,27 @@ def _vm_verdict(site: Site) -> int:
     return EXIT_OK if verdict.all_survived else EXIT_VERDICT
 
 
+def _scenarios() -> Path:
+    """Where the scenario suite is: the installed ``scenarios`` package (the checkout's
+    own in a development install), found without importing it."""
+    from importlib.util import find_spec
+
+    spec = find_spec("scenarios")
+    if spec is None or not spec.submodule_search_locations:
+        raise EnvironmentProblem("the scenario suite (package 'scenarios') is not installed "
+                                 "beside the harness; reinstall openstack-chaos")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     import pytest
 
     from chaos.plugin import resolve_inventory
 
     inventory = resolve_inventory(args.inventory, use_lab=args.lab)
+    scenarios = _scenarios()
     report_dir = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     report_dir.mkdir(parents=True, exist_ok=True)
-    scenarios = Path(__file__).resolve().parent.parent / "scenarios"
     argv = [
         str(scenarios),
         f"--inventory={inventory}",

@@ -31,6 +31,12 @@ class EnvironmentProblem(HarnessError):
     exit_code = EXIT_UNREACHABLE
 
 
+class ServiceError(EnvironmentProblem):
+    """A service did not answer its client (in time), or answered with an error: libvirt
+    at a site's URI, for one. Not a verdict: what the service was asked could not be
+    learnt."""
+
+
 class LabError(EnvironmentProblem):
     """The local lab could not be brought up, inspected or torn down."""
 

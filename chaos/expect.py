@@ -20,7 +20,7 @@ from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.probes import DomainIdentity
 from chaos.wait import wait_for
-from chaos.workload import Ledger as OpLedger
+from chaos.workload import OpLedger
 
 T = TypeVar("T")
 

@@ -22,8 +22,9 @@ from typing import Any, Literal
 from chaos import dryrun
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
+from chaos.journal import Journal
 from chaos.ledger import Ledger
-from chaos.steps import ALIVE, Step, start_unless_running
+from chaos.steps import ALIVE, Step, restart_log, start_unless_running
 from chaos.targets import host_target
 from chaos.targets.base import quote
 
@@ -103,7 +104,8 @@ def _process(site: Site, host: Controller | Compute, service: str) -> _Proc:
         d = host.docker
         if not (d.pidfile and d.start):
             raise ConfigError(f"{host.name}.docker: pidfile and start are needed for this fault")
-        return _Proc("docker", host_target(site, host.name).url, d.pidfile, d.start, None)
+        where = host_target(site, host.name, need="act on its docker daemon").url
+        return _Proc("docker", where, d.pidfile, d.start, None)
     raise ConfigError(f"host {host.name} has no {service} service in the inventory")
 
 
@@ -111,10 +113,6 @@ def _kill_steps(proc: _Proc, host: str) -> Step:
     return Step(proc.target,
                 quote("pid=$(cat %s) && kill -s KILL \"$pid\"", proc.pidfile),
                 f"{proc.cluster} on {host} is gone (SIGKILL)")
-
-
-def restart_log(pidfile: str) -> str:
-    return pidfile.rsplit("/", 1)[0] + "/chaos-restart.log"
 
 
 def _start_step(proc: _Proc, host: str) -> Step:
@@ -213,9 +211,9 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
         ports = {"galera": GALERA_PORTS, "rabbitmq": RABBIT_PORTS, None: None}.get(service)
         if service in ("libvirt", "docker"):
             raise ConfigError("partition takes --service galera, rabbitmq, or none (whole host)")
-        where = host_target(site, host.name).url
-        inject = [Step("local://" if site.kind == "lab" else where,
-                       _partition_rules(site, host, fid, ports, "-I"),
+        where = ("local://" if site.firewall == "local"
+                 else host_target(site, host.name, need="partition it").url)
+        inject = [Step(where, _partition_rules(site, host, fid, ports, "-I"),
                        f"{host.name} cannot reach or be reached by the other hosts"
                        + (f" on {service}'s ports" if service else ""))]
         revert = [Step(inject[0].target, _unpartition(fid), f"{host.name} is reachable again")]
@@ -252,7 +250,7 @@ def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
     from chaos.targets.docker import parse
 
     _, name = parse(host.libvirt.container)
-    where = host_target(site, host.name).url
+    where = host_target(site, host.name, need="kill and restart its libvirt container").url
     docker = quote("docker -H %s ", host.docker.socket)
     if container:
         inject = [Step(where, docker + quote("kill -s KILL %s", name),
@@ -284,7 +282,8 @@ def _libvirt_kill_in_pod(site: Site, host: Compute, fid: str, *, container: bool
     kill = (docker + "kill -s KILL \"$id\"") if container else "kill -s KILL \"$pid\""
     gone = (" && i=0 && while alive \"$pid\" && [ $i -lt 80 ]; do sleep 0.25; i=$((i+1)); "
             "done; ! alive \"$pid\"")
-    inject = [Step(host_target(site, host.name).url, ALIVE + pid + kill + gone,
+    node = host_target(site, host.name, need="kill libvirt from the node").url
+    inject = [Step(node, ALIVE + pid + kill + gone,
                    f"the libvirt container on {host.name} is killed" if container
                    else f"libvirtd on {host.name} is gone (SIGKILL)", timeout=40)]
     # the kubelet's crash-loop back-off reaches 5 min when a container dies again and
@@ -405,7 +404,7 @@ class Faults:
 
     def __init__(self, site: Site, *, inventory_path: str | None = None,
                  ledger: Ledger | None = None, allowed: dict[str, int] | None = None,
-                 journal: Any = None,
+                 journal: Journal | None = None,
                  confirm: Callable[[Step], None] | None = None) -> None:
         self.site = site
         # runbook mode: called before every step that injects a fault

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,6 +27,20 @@ from pydantic import (
 from chaos.errors import ConfigError
 
 TARGET_SCHEMES = ("local", "ssh", "docker", "k8s")
+
+# Where the local lab (the separate ``chaoslab`` package) keeps its site: the harness
+# knows the path of the inventory the lab writes, never the lab's code.
+LAB_DIR = Path("/var/lib/chaos-lab")
+
+
+def lab_dir() -> Path:
+    """``$CHAOS_LAB_DIR`` or /var/lib/chaos-lab."""
+    return Path(os.environ.get("CHAOS_LAB_DIR") or LAB_DIR)
+
+
+def lab_inventory_path() -> Path:
+    """The inventory ``chaos lab up`` writes: the default site when none is given."""
+    return lab_dir() / "inventory.yaml"
 
 
 def _ip(value: str) -> str:
@@ -140,7 +155,30 @@ class Libvirt(Model):
 class Host(Model):
     name: Name
     address: IP
+    # How the harness reaches the host itself, for the faults and probes that act there
+    # (a docker daemon, iptables, the qemu processes): "ssh" (the ssh section; an ssh
+    # section alone means ssh) or "local" (the host is this machine, as every lab host
+    # is). Unset: the inventory gives no way, and whatever needs one refuses, naming it.
+    access: Literal["ssh", "local"] | None = None
     ssh: SshAccess | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ssh_means_ssh(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("access") is None and data.get("ssh") is not None:
+            return {**data, "access": "ssh"}
+        if data.get("access") == "ssh" and data.get("ssh") is None:
+            return {**data, "ssh": {}}  # root, port 22, the agent's keys
+        return data
+
+    @field_validator("ssh")
+    @classmethod
+    def _ssh_only_with_ssh(cls, value: SshAccess | None, info: ValidationInfo) -> SshAccess | None:
+        if value is not None and info.data.get("access") == "local":
+            raise ValueError("not with access: local (the host is this machine)")
+        return value
 
 
 class Controller(Host):
@@ -174,7 +212,11 @@ class Kubernetes(Model):
 
 class Site(Model):
     name: Name
-    kind: Literal["lab", "process", "kubernetes"] = "process"
+    kind: Literal["process", "kubernetes"] = "process"
+    # Where a partition's packet filter rules go: "host" — on the partitioned host,
+    # through its access; "local" — on this machine, because every host of the site is
+    # an address of it (the lab), and this one kernel carries all of their traffic.
+    firewall: Literal["host", "local"] = "host"
     credentials: Credentials
     kubernetes: Kubernetes | None = None
     controllers: list[Controller] = Field(min_length=1)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chaos.steps import Step
 
 
 class Journal:
@@ -20,7 +24,7 @@ class Journal:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         # set in runbook mode: asked before every destructive step
-        self.confirm: Any = None
+        self.confirm: Callable[[Step], None] | None = None
 
     def event(self, name: str, **data: Any) -> dict[str, Any]:
         entry = {"t": round(time.time(), 3), "event": name, **data}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.ledger import Ledger
 from chaos.steps import Step
-from chaos.workload import GaleraVerdict, GaleraWriter, RabbitPublisher, RabbitVerdict
+from chaos.workload import Workload
 
 INVENTORY_KEY = pytest.StashKey[Path | None]()
 SITE_KEY = pytest.StashKey[tuple[Site, Path] | HarnessError]()
@@ -60,16 +59,14 @@ def resolve_inventory(explicit: str | None, *, use_lab: bool) -> Path:
     env = os.environ.get("CHAOS_INVENTORY")
     if env and not use_lab:
         return resolve_inventory(env, use_lab=False)
-    from chaos.lab.lab import Lab
-
-    lab = Lab()
+    lab = inv.lab_inventory_path()
     # a lab with faults in it is still the site to act on: only its absence matters
-    if not lab.inventory_file.is_file():
+    if not lab.is_file():
         raise EnvironmentProblem(
-            f"no inventory given and no running lab at {lab.root}; "
+            f"no inventory given and no running lab at {lab.parent}; "
             "pass --inventory FILE or run 'chaos lab up'"
         )
-    return lab.inventory_file
+    return lab
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -311,85 +308,6 @@ class Runbook:
         self.journal.event("runbook.step", n=self.count, target=step.target,
                            command=step.command, effect=step.effect,
                            confirmed="yes" if not self.ask else "enter")
-
-
-class Workload:
-    """Background writers and the data-loss oracle, for one scenario."""
-
-    def __init__(self, site: Site, journal: Journal) -> None:
-        self.site = site
-        self.journal = journal
-        self.writer: GaleraWriter | None = None
-        self.publisher: RabbitPublisher | None = None
-
-    @contextlib.contextmanager
-    def running(self, *, galera: bool = True, rabbitmq: bool = True) -> Iterator[Workload]:
-        """The writer and the publisher, each where the site runs its service."""
-        services = self.site.services()
-        galera = galera and "galera" in services
-        rabbitmq = rabbitmq and "rabbitmq" in services
-        self.writer = GaleraWriter(self.site) if galera else None
-        self.publisher = RabbitPublisher(self.site) if rabbitmq else None
-        started = [w for w in (self.writer, self.publisher) if w is not None]
-        rehearsal = dryrun.active()
-        if rehearsal is not None:
-            # described, never started: no thread, no connection
-            rehearsal.step("start workload: " + "; ".join(w.describe() for w in started))
-            yield self
-            rehearsal.step("stop workload")
-            return
-        try:
-            for w in started:
-                w.start()
-            self.journal.event("workload.start", galera=galera, rabbitmq=rabbitmq)
-            time.sleep(0.5)  # something acknowledged before the fault
-            yield self
-        finally:
-            for w in started:
-                w.stop()
-            self.journal.event("workload.stop")
-
-    def galera_verdict(self) -> GaleraVerdict:
-        assert self.writer is not None, "the Galera writer did not run"
-        verdict = self.writer.verdict()
-        self.journal.event("oracle.galera", acknowledged=verdict.acknowledged,
-                           unknown=verdict.unknown, lost=verdict.lost,
-                           duplicated=verdict.duplicated, phantom=verdict.phantom,
-                           unreadable=verdict.unreadable)
-        return verdict
-
-    def rabbit_verdict(self) -> RabbitVerdict:
-        assert self.publisher is not None, "the RabbitMQ publisher did not run"
-        try:
-            verdict = self.publisher.verdict()
-        finally:
-            self.publisher.delete_queue()
-        self.journal.event("oracle.rabbitmq", confirmed=verdict.confirmed,
-                           unknown=verdict.unknown, lost=verdict.lost,
-                           duplicated=verdict.duplicated, phantom=verdict.phantom)
-        return verdict
-
-    def assert_nothing_lost(self) -> None:
-        """Every acknowledged write on every Galera node; every confirmed message there."""
-        __tracebackhide__ = True
-        rehearsal = dryrun.active()
-        if rehearsal is not None:
-            for w in (self.writer, self.publisher):
-                if w is not None:
-                    rehearsal.step("oracle: " + w.promise())
-            return
-        problems = []
-        if self.writer is not None:
-            g = self.galera_verdict()
-            assert g.acknowledged > 0, "the Galera writer got no acknowledgement at all"
-            if not g.ok:
-                problems.append(g.summary() + f"; first lost ids {g.lost_ids}")
-        if self.publisher is not None:
-            r = self.rabbit_verdict()
-            assert r.confirmed > 0, "the publisher got no confirm at all"
-            if not r.ok:
-                problems.append(r.summary() + f"; first lost ids {r.lost_ids}")
-        assert not problems, "DATA LOST: " + " | ".join(problems)
 
 
 @pytest.fixture

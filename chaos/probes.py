@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from chaos.dryrun import refuse
 from chaos.errors import ConfigError
 from chaos.inventory import Compute, Controller, Site
-from chaos.lab.compute import _STATE_NAMES as STATE_NAMES
-from chaos.lab.compute import DomainIdentity, with_libvirt
-from chaos.lab.galera import GaleraState
-from chaos.lab.galera import probe as _galera_probe
-from chaos.lab.rabbitmq import QuorumQueue, RabbitState
-from chaos.lab.rabbitmq import probe as _rabbit_probe
+from chaos.services.galera import GaleraState
+from chaos.services.galera import probe as _galera_probe
+from chaos.services.libvirt import STATE_NAMES, DomainIdentity, with_libvirt
+from chaos.services.rabbitmq import QuorumQueue, RabbitState
+from chaos.services.rabbitmq import probe as _rabbit_probe
 from chaos.targets import host_target
 
 __all__ = ["DomainIdentity", "GaleraState", "GaleraView", "RabbitView", "domains", "galera",
@@ -159,7 +158,8 @@ def domains(site: Site, host_name: str, *, timeout: float = 5.0) -> list[DomainI
                   "s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null) || continue; "
                   "set -- $s; [ \"$1\" = Z ] && continue; shift 19; echo \"$u $p $1\"; "
                   "done; done")
-        out = host_target(site, host_name).run(script % " ".join(running), timeout=timeout)
+        out = host_target(site, host_name, need="read its VMs' qemu pids").run(
+            script % " ".join(running), timeout=timeout)
         for line in out.stdout.splitlines():
             uuid, pid, ticks = line.split()
             if pid.isdigit() and ticks.isdigit():

@@ -70,6 +70,12 @@ def detached(command: str, log: str) -> str:
     return quote("setsid -f sh -c %s", quote("exec >>%s 2>&1 </dev/null; ", log) + command)
 
 
+def restart_log(pidfile: str) -> str:
+    """Where a service started again by the harness writes its output: beside its
+    pidfile, so each service's restarts are found with its other run files."""
+    return pidfile.rsplit("/", 1)[0] + "/chaos-restart.log"
+
+
 def start_unless_running(pidfile: str, command: str, log: str) -> str:
     """Start ``command`` detached unless the process in ``pidfile`` is alive: idempotent.
     A stale pidfile goes first: dockerd refuses to start while its old PID exists, and

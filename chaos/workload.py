@@ -32,8 +32,10 @@ import pika
 import pika.exceptions
 import pymysql
 
+from chaos import dryrun
 from chaos.dryrun import refuse
 from chaos.inventory import Site
+from chaos.journal import Journal
 
 DB = "chaos_oracle"
 CONNECT_TIMEOUT = 3
@@ -58,8 +60,9 @@ def rabbit_endpoints(site: Site) -> list[Endpoint]:
 
 
 @dataclass
-class Ledger:
-    """What the client knows about its own operations."""
+class OpLedger:
+    """What a workload client knows about its own operations: acknowledged, unknown,
+    failed. (Not the fault ledger of :mod:`chaos.ledger`.)"""
 
     acked: set[str] = field(default_factory=set)
     unknown: set[str] = field(default_factory=set)
@@ -129,7 +132,7 @@ class GaleraWriter:
         self.interval = interval
         self.max_ops = max_ops
         self.max_seconds = max_seconds
-        self.ledger = Ledger()
+        self.ledger = OpLedger()
         # every writer tags its rows, so runs sharing the table never see each other's
         self.run = uuid.uuid4().hex[:12]
         self._stop = threading.Event()
@@ -262,7 +265,7 @@ class RabbitPublisher:
         self.interval = interval
         self.max_ops = max_ops
         self.max_seconds = max_seconds
-        self.ledger = Ledger()
+        self.ledger = OpLedger()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -419,3 +422,82 @@ class RabbitPublisher:
                 return
             except pika.exceptions.AMQPError:
                 continue
+
+
+class Workload:
+    """Background writers and the data-loss oracle, for one scenario."""
+
+    def __init__(self, site: Site, journal: Journal) -> None:
+        self.site = site
+        self.journal = journal
+        self.writer: GaleraWriter | None = None
+        self.publisher: RabbitPublisher | None = None
+
+    @contextlib.contextmanager
+    def running(self, *, galera: bool = True, rabbitmq: bool = True) -> Iterator[Workload]:
+        """The writer and the publisher, each where the site runs its service."""
+        services = self.site.services()
+        galera = galera and "galera" in services
+        rabbitmq = rabbitmq and "rabbitmq" in services
+        self.writer = GaleraWriter(self.site) if galera else None
+        self.publisher = RabbitPublisher(self.site) if rabbitmq else None
+        started = [w for w in (self.writer, self.publisher) if w is not None]
+        rehearsal = dryrun.active()
+        if rehearsal is not None:
+            # described, never started: no thread, no connection
+            rehearsal.step("start workload: " + "; ".join(w.describe() for w in started))
+            yield self
+            rehearsal.step("stop workload")
+            return
+        try:
+            for w in started:
+                w.start()
+            self.journal.event("workload.start", galera=galera, rabbitmq=rabbitmq)
+            time.sleep(0.5)  # something acknowledged before the fault
+            yield self
+        finally:
+            for w in started:
+                w.stop()
+            self.journal.event("workload.stop")
+
+    def galera_verdict(self) -> GaleraVerdict:
+        assert self.writer is not None, "the Galera writer did not run"
+        verdict = self.writer.verdict()
+        self.journal.event("oracle.galera", acknowledged=verdict.acknowledged,
+                           unknown=verdict.unknown, lost=verdict.lost,
+                           duplicated=verdict.duplicated, phantom=verdict.phantom,
+                           unreadable=verdict.unreadable)
+        return verdict
+
+    def rabbit_verdict(self) -> RabbitVerdict:
+        assert self.publisher is not None, "the RabbitMQ publisher did not run"
+        try:
+            verdict = self.publisher.verdict()
+        finally:
+            self.publisher.delete_queue()
+        self.journal.event("oracle.rabbitmq", confirmed=verdict.confirmed,
+                           unknown=verdict.unknown, lost=verdict.lost,
+                           duplicated=verdict.duplicated, phantom=verdict.phantom)
+        return verdict
+
+    def assert_nothing_lost(self) -> None:
+        """Every acknowledged write on every Galera node; every confirmed message there."""
+        __tracebackhide__ = True
+        rehearsal = dryrun.active()
+        if rehearsal is not None:
+            for w in (self.writer, self.publisher):
+                if w is not None:
+                    rehearsal.step("oracle: " + w.promise())
+            return
+        problems = []
+        if self.writer is not None:
+            g = self.galera_verdict()
+            assert g.acknowledged > 0, "the Galera writer got no acknowledgement at all"
+            if not g.ok:
+                problems.append(g.summary() + f"; first lost ids {g.lost_ids}")
+        if self.publisher is not None:
+            r = self.rabbit_verdict()
+            assert r.confirmed > 0, "the publisher got no confirm at all"
+            if not r.ok:
+                problems.append(r.summary() + f"; first lost ids {r.lost_ids}")
+        assert not problems, "DATA LOST: " + " | ".join(problems)

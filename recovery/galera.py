@@ -53,13 +53,12 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from chaos import probes
 from chaos.errors import ConfigError, HarnessError
-from chaos.faults import restart_log
 from chaos.inventory import Controller, Site
-from chaos.steps import ALIVE, Step, detached, start_unless_running
+from chaos.journal import Journal
+from chaos.steps import ALIVE, Step, detached, restart_log, start_unless_running
 from chaos.targets import for_url
 from chaos.targets.base import quote
 from recovery.plan import Plan, Procedure
@@ -760,14 +759,14 @@ def _condition(site: Site, condition: str) -> tuple[bool, str]:
     raise AssertionError(condition)
 
 
-def execute(site: Site, plan_: Plan, *, journal: Any = None,
+def execute(site: Site, plan_: Plan, *, journal: Journal | None = None,
             confirm: Callable[[Step], None] | None = None) -> None:
     """Run the plan, then require every node Primary and Synced."""
     run_plan(site, plan_, _condition, PROCEDURE, journal=journal, confirm=confirm)
 
 
 def recover(site: Site, *, force_node: str | None = None, discard: Collection[str] = (),
-            journal: Any = None) -> GaleraPlan:
+            journal: Journal | None = None) -> GaleraPlan:
     """Observe, plan and execute: the whole procedure, for scenarios."""
     if PROCEDURE.rehearse("recover"):
         return PROCEDURE.rehearsed(GaleraPlan)

@@ -17,6 +17,7 @@ from typing import Any
 from chaos import dryrun, probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Compute, Site
+from chaos.journal import Journal
 from chaos.steps import Step
 from chaos.targets import host_target
 from chaos.targets.base import quote
@@ -84,12 +85,13 @@ def _container_state(site: Site, host: Compute) -> str:
         if host.docker is not None:
             # a docker daemon just restarted stops the containers it finds before it
             # answers; until then libvirt may still answer, about to be stopped
-            host_target(site, host.name).run(_wait_docker(host), timeout=40)
+            host_target(site, host.name, need="wait for its docker daemon").run(
+                _wait_docker(host), timeout=40)
         pod = for_url(host.libvirt.container, site)
         assert isinstance(pod, K8sTarget)
         return "running" if pod.ready() else "not ready"
     prefix, name = _docker_prefix(host)
-    out = host_target(site, host.name).run(
+    out = host_target(site, host.name, need="read its libvirt container's state").run(
         prefix + quote("inspect -f '{{.State.Status}}' %s", name), timeout=15)
     return out.stdout.strip() if out.ok else "absent"
 
@@ -142,7 +144,8 @@ def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None =
             continue
         prefix, name = _docker_prefix(host)
         # a docker daemon just restarted takes a moment to answer: wait for it, bounded
-        result.steps.append(Step(host_target(site, host.name).url,
+        where = host_target(site, host.name, need="start its libvirt container").url
+        result.steps.append(Step(where,
                                  _wait_docker(host) + "; " + prefix + quote("start %s", name),
                                  f"the libvirt container on {host.name} runs and libvirt "
                                  "answers again", wait=f"answers:{host.name}", wait_timeout=60,
@@ -167,12 +170,13 @@ def _condition(site: Site, condition: str) -> tuple[bool, object]:
     raise AssertionError(condition)
 
 
-def execute(site: Site, plan_: Plan, *, journal: Any = None,
+def execute(site: Site, plan_: Plan, *, journal: Journal | None = None,
             confirm: Callable[[Step], None] | None = None) -> None:
     run_plan(site, plan_, _condition, PROCEDURE, journal=journal, confirm=confirm)
 
 
-def recover(site: Site, *, only: str | None = None, journal: Any = None) -> Plan:
+def recover(site: Site, *, only: str | None = None,
+            journal: Journal | None = None) -> Plan:
     if PROCEDURE.rehearse("recover", on=only):
         return PROCEDURE.rehearsed(Plan)
     the_plan = plan(site, observe(site, only=only), force_node=only)

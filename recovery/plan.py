@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 from chaos import dryrun
 from chaos.errors import HarnessError, RecoveryError
 from chaos.inventory import Site
+from chaos.journal import Journal
 from chaos.steps import Step
 from chaos.wait import wait_for
 
@@ -94,7 +95,8 @@ class Procedure:
 
 
 def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, *,
-            journal: Any = None, confirm: Callable[[Step], None] | None = None) -> None:
+            journal: Journal | None = None,
+            confirm: Callable[[Step], None] | None = None) -> None:
     """Run the plan Step by Step (``confirm`` is called before each), wait where a Step
     says so, then wait for the procedure's ``final`` condition."""
     if procedure.rehearse("execute"):
@@ -105,7 +107,8 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
     if plan.pending:
         raise RecoveryError(f"{plan.procedure}: a plan made read-only cannot run: {plan.pending}")
     # runbook mode reaches procedures through the scenario's journal
-    confirm = confirm or getattr(journal, "confirm", None)
+    if confirm is None and journal is not None:
+        confirm = journal.confirm
 
     def event(name: str, **data: Any) -> None:
         if journal is not None:

@@ -22,13 +22,12 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from chaos import probes
 from chaos.errors import ConfigError, HarnessError
-from chaos.faults import restart_log
 from chaos.inventory import Controller, Site
-from chaos.steps import ALIVE, Step, start_unless_running
+from chaos.journal import Journal
+from chaos.steps import ALIVE, Step, restart_log, start_unless_running
 from chaos.targets import for_url
 from chaos.targets.base import quote
 from recovery.plan import Plan, Procedure
@@ -450,12 +449,13 @@ def _condition(site: Site, condition: str) -> tuple[bool, object]:
     raise AssertionError(condition)
 
 
-def execute(site: Site, plan_: Plan, *, journal: Any = None,
+def execute(site: Site, plan_: Plan, *, journal: Journal | None = None,
             confirm: Callable[[Step], None] | None = None) -> None:
     run_plan(site, plan_, _condition, PROCEDURE, journal=journal, confirm=confirm)
 
 
-def recover(site: Site, *, force_node: str | None = None, journal: Any = None) -> RabbitPlan:
+def recover(site: Site, *, force_node: str | None = None,
+            journal: Journal | None = None) -> RabbitPlan:
     if PROCEDURE.rehearse("recover"):
         return PROCEDURE.rehearsed(RabbitPlan)
     the_plan = plan(site, observe(site), force_node=force_node)

@@ -9,7 +9,7 @@ from chaos import expect
 from chaos.faults import Faults
 from chaos.inventory import Site
 from chaos.journal import Journal
-from chaos.plugin import Workload
+from chaos.workload import Workload
 from recovery import galera as recover_galera
 from recovery import rabbitmq as recover_rabbitmq
 

@@ -45,15 +45,20 @@ def backend(scheme: str) -> type[Target]:
     return cls
 
 
-def host_target(site: Site, host_name: str) -> Target:
-    """How to reach a host itself: ssh when the inventory says so, else this machine."""
+def host_target(site: Site, host_name: str, *, need: str) -> Target:
+    """How to reach a host itself, as its inventory says: over ssh, or this machine
+    (``access: local``). A host the inventory gives no access to is a ConfigError naming
+    it and what needed it: ``need``, e.g. "partition it"."""
     host = site.host(host_name)
-    if host.ssh is None:
+    if host.access == "local":
         return backend("local")("local://")
-    from chaos.targets.ssh import SshTarget
+    if host.access == "ssh" and host.ssh is not None:
+        from chaos.targets.ssh import SshTarget
 
-    return SshTarget(f"ssh://{host.ssh.user}@{host.address}:{host.ssh.port}",
-                     key_file=str(host.ssh.key_file) if host.ssh.key_file else None)
+        return SshTarget(f"ssh://{host.ssh.user}@{host.address}:{host.ssh.port}",
+                         key_file=str(host.ssh.key_file) if host.ssh.key_file else None)
+    raise ConfigError(f"host {host_name}: the inventory gives no access (ssh or local) — "
+                      f"needed to {need}")
 
 
 def for_url(url: str, site: Site | None = None) -> Target:
@@ -79,7 +84,8 @@ def for_url(url: str, site: Site | None = None) -> Target:
         host = site.host(host_name)
         socket = (host.docker.socket if isinstance(host, Compute) and host.docker
                   else "unix:///var/run/docker.sock")
-        return cls(url, via=host_target(site, host_name), socket=socket)  # type: ignore[call-arg]
+        via = host_target(site, host_name, need=f"reach its docker daemon ({url})")
+        return cls(url, via=via, socket=socket)  # type: ignore[call-arg]
     if scheme == "k8s":
         from chaos.targets.k8s import api_client
 

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from chaos.lab import procs
-from chaos.lab.compute import (
+from chaos.services.libvirt import DomainIdentity
+from chaos.wait import wait_for
+from chaoslab import procs
+from chaoslab.compute import (
     ComputeHost,
     ComputeLab,
-    DomainIdentity,
     cgroup_hierarchies,
     domains,
     mounts_under,
 )
-from chaos.lab.procs import Daemon
-from chaos.wait import wait_for
+from chaoslab.procs import Daemon
 
 pytestmark = pytest.mark.lab
 

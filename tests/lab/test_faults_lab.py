@@ -10,7 +10,7 @@ from pathlib import Path
 from chaos import expect, inventory
 from chaos.faults import Faults
 from chaos.inventory import Controller
-from chaos.lab.lab import Lab
+from chaoslab.lab import Lab
 from recovery import libvirt as recover_libvirt
 
 

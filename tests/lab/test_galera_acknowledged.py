@@ -22,9 +22,9 @@ import pytest
 from chaos import expect, inventory
 from chaos.faults import Faults
 from chaos.inventory import Controller, Site
-from chaos.lab import procs
-from chaos.lab.lab import Lab
 from chaos.wait import wait_for
+from chaoslab import procs
+from chaoslab.lab import Lab
 from recovery import galera
 
 TABLE = "chaos_issue11.acked"

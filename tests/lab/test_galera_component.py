@@ -22,10 +22,11 @@ import pymysql
 import pytest
 
 from chaos.errors import LabError
-from chaos.lab import procs
-from chaos.lab.galera import GALERA_LIB, MARIADBD, GaleraLab, probe
-from chaos.lab.model import Host, LabSecrets
-from chaos.lab.procs import Daemon
+from chaos.services.galera import probe
+from chaoslab import procs
+from chaoslab.galera import GALERA_LIB, MARIADBD, GaleraLab
+from chaoslab.model import Host, LabSecrets
+from chaoslab.procs import Daemon
 
 pytestmark = pytest.mark.lab
 

@@ -18,10 +18,10 @@ from chaos import expect, inventory
 from chaos.errors import ProbeTimeout
 from chaos.faults import Faults
 from chaos.inventory import Compute, Controller, Site
-from chaos.lab.lab import Lab
 from chaos.targets import for_url
 from chaos.targets.k8s import K8sTarget
 from chaos.wait import wait_for
+from chaoslab.lab import Lab
 
 
 def chaos(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -18,11 +18,12 @@ import pymysql
 import pytest
 
 from chaos import inventory
-from chaos.lab import kube, procs
-from chaos.lab.compute import ComputeLab, domains
-from chaos.lab.lab import COMPUTES, CONTROLLERS, Lab
 from chaos.targets import host_target
 from chaos.wait import wait_for
+from chaoslab import kube, procs
+from chaoslab.compute import ComputeLab, domains
+from chaoslab.lab import Lab
+from chaoslab.model import COMPUTES, CONTROLLERS
 
 
 def chaos(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -152,7 +153,7 @@ def test_a_quorum_queue_message_published_on_one_node_is_consumed_on_another(lab
 def test_ssh_reaches_every_host_with_the_lab_key(lab: Lab) -> None:
     site = inventory.load(lab.inventory_file)
     for host in [*site.controllers, *site.computes]:
-        target = host_target(site, host.name)
+        target = host_target(site, host.name, need="look at its processes")
         assert target.url == f"ssh://root@{host.address}:2222"
         # the server saw the connection arrive on the host's own address
         assert target.check("echo $SSH_CONNECTION", timeout=10).split()[2] == host.address

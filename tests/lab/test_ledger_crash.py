@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos.lab import procs
 from chaos.wait import wait_for
+from chaoslab import procs
 
 ADDRESSES = ["127.0.5.11", "127.0.5.12", "127.0.5.13"]
 
@@ -28,7 +28,7 @@ def site_file(tmp_path: Path) -> Path:
     for i, address in enumerate(ADDRESSES, 1):
         pidfile = tmp_path / f"ctl{i}.pid"
         controllers.append({
-            "name": f"ctl{i}", "address": address,
+            "name": f"ctl{i}", "address": address, "access": "local",
             "galera": {"target": "local://", "datadir": str(tmp_path / f"data{i}"),
                        "pidfile": str(pidfile),
                        "start": f"echo $$ > {pidfile}; exec sleep 600"},

@@ -16,10 +16,10 @@ import pytest
 
 from chaos import expect, inventory
 from chaos.inventory import Controller, Site
-from chaos.lab import procs
-from chaos.lab.lab import Lab
 from chaos.wait import wait_for
 from chaos.workload import DB, GaleraWriter, RabbitPublisher
+from chaoslab import procs
+from chaoslab.lab import Lab
 from recovery import galera as recover_galera
 from recovery import libvirt as recover_libvirt
 

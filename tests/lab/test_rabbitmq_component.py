@@ -10,10 +10,11 @@ from pathlib import Path
 import pika
 import pytest
 
-from chaos.lab import procs
-from chaos.lab.model import Host, LabSecrets
-from chaos.lab.procs import Daemon
-from chaos.lab.rabbitmq import RabbitLab, probe
+from chaos.services.rabbitmq import probe
+from chaoslab import procs
+from chaoslab.model import Host, LabSecrets
+from chaoslab.procs import Daemon
+from chaoslab.rabbitmq import RabbitLab
 
 pytestmark = pytest.mark.lab
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from chaos import expect, inventory
 from chaos.inventory import Controller
-from chaos.lab import procs
-from chaos.lab.lab import Lab
 from chaos.wait import wait_for
 from chaos.workload import RabbitPublisher
+from chaoslab import procs
+from chaoslab.lab import Lab
 
 
 def test_partial_wipe_rejoins_as_a_new_member_and_nothing_confirmed_is_lost(lab: Lab) -> None:

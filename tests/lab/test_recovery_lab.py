@@ -8,10 +8,10 @@ import sys
 from chaos import expect, inventory
 from chaos.faults import Faults
 from chaos.inventory import Controller
-from chaos.lab.lab import Lab
 from chaos.steps import detached
 from chaos.targets import for_url
 from chaos.wait import wait_for
+from chaoslab.lab import Lab
 from recovery import galera
 
 

@@ -8,7 +8,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from chaos.lab.lab import Lab
+from chaoslab.lab import Lab
 
 
 def test_the_scenario_suite_passes_against_the_lab(lab: Lab, tmp_path: Path) -> None:

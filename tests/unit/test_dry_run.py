@@ -26,7 +26,7 @@ COMPUTES = [("cmp1", "127.0.0.21", "survive"), ("cmp2", "127.0.0.22", "die"),
 
 
 def lab_shaped_site(root: Path) -> dict[str, Any]:
-    """The inventory ``chaos lab up`` writes (chaos/lab/inventory.py), under ``root``:
+    """The inventory ``chaos lab up`` writes (chaoslab/inventory.py), under ``root``:
     ssh targets on :2222, a pidfile and start command per daemon, docker-run libvirt.
     Its key and secret files do not exist: a dry run needs neither."""
     ssh = {"user": "root", "port": SSH_PORT, "key_file": str(root / "ssh" / "id_ed25519")}
@@ -56,7 +56,7 @@ def lab_shaped_site(root: Path) -> dict[str, Any]:
     } for name, address, vms in COMPUTES]
     secrets = root / "secrets"
     return {
-        "name": "lab", "kind": "lab",
+        "name": "lab", "kind": "process", "firewall": "local",
         "credentials": {
             "db": {"user": "chaos", "password": {"file": str(secrets / "db-password")}},
             "rabbitmq": {"user": "chaos",
@@ -105,11 +105,11 @@ def test_chaos_run_dry_run_plans_every_scenario_and_reaches_nothing(
     assert audit_log.read_text() == "", "the dry run tried to reach something"
     assert not (tmp_path / "ledger").exists() or not list((tmp_path / "ledger").iterdir())
 
-    assert re.search(r"\b19 skipped in ", out), out
+    assert re.search(r"\b20 skipped in ", out), out
     assert not re.search(r"\b(passed|failed|errors?)\b", out.split("short test summary")[-1])
     reasons = re.findall(r"SKIPPED \[(\d+)\] \S*scenarios/\S+: dry run: \d+ steps planned, "
                          r"nothing acted on", out)
-    assert sum(int(n) for n in reasons) == 19, out
+    assert sum(int(n) for n in reasons) == 20, out
     assert "every scenario planned, nothing acted on (dry run)" in out
 
     plan = out.split("test_full_outage_bootstraps_from_the_most_advanced_node_not_ctl1  [")[1]

@@ -72,6 +72,44 @@ def test_fill_disk_is_bounded() -> None:
     assert fault.down == {}
 
 
+def test_partition_rules_go_to_the_host_or_where_the_site_says() -> None:
+    fault = plan(site(), "partition", "ctl2", "galera")
+    assert fault.inject[0].target == fault.revert[0].target == "ssh://root@10.0.0.2:22"
+    # every host an address of this machine (the lab): this kernel filters them all
+    fault = plan(site(firewall="local"), "partition", "ctl2", "galera")
+    assert fault.inject[0].target == fault.revert[0].target == "local://"
+
+
+def unreachable(host: str) -> inventory.Site:
+    """The site with ``host`` given no access at all."""
+    data = copy.deepcopy(VALID)
+    for h in [*data["controllers"], *data["computes"]]:
+        if h["name"] == host:
+            del h["ssh"]
+    return inventory.parse(data)
+
+
+@pytest.mark.parametrize(("host", "kind", "service", "need"), [
+    ("ctl2", "partition", "galera", "partition it"),
+    ("cmp1", "kill", "libvirt", "kill and restart its libvirt container"),
+    ("cmp1", "kill-container", None, "kill and restart its libvirt container"),
+])
+def test_a_fault_on_a_host_without_access_is_refused_not_run_here(
+        host: str, kind: str, service: str | None, need: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        plan(unreachable(host), kind, host, service)
+    assert str(caught.value) == (f"host {host}: the inventory gives no access (ssh or local) "
+                                 f"— needed to {need}")
+
+
+def test_a_host_stated_local_is_acted_on_here() -> None:
+    data = copy.deepcopy(VALID)
+    del data["computes"][0]["ssh"]
+    data["computes"][0]["access"] = "local"
+    fault = plan(inventory.parse(data), "kill-container", "cmp1")
+    assert fault.inject[0].target == fault.revert[0].target == "local://"
+
+
 def test_kill_libvirt_and_container() -> None:
     fault = plan(site(), "kill", "cmp1", "libvirt")
     assert "docker -H unix:///var/run/docker.sock inspect" in fault.inject[0].command

@@ -37,6 +37,7 @@ VALID: dict[str, Any] = {
         {
             "name": "cmp1",
             "address": "10.0.1.1",
+            "ssh": {"user": "root", "key_file": "/etc/chaos/id_ed25519"},
             "docker": {"socket": "unix:///var/run/docker.sock"},
             "libvirt": {"uri": "qemu+tcp://10.0.1.1/system", "container": "docker://cmp1/libvirt"},
         }
@@ -66,6 +67,9 @@ MALFORMED = [
     ("name", DELETE, "name: required field is missing"),
     ("name", "Site A", "name: String should match pattern"),
     ("kind", "openstack", "kind: Input should be"),
+    # the lab is a process site that says what it is: no kind of its own to guess from
+    ("kind", "lab", "kind: Input should be 'process' or 'kubernetes'"),
+    ("firewall", "iptables", "firewall: Input should be 'host' or 'local'"),
     ("credentials", DELETE, "credentials: required field is missing"),
     ("credentials.db", DELETE, "credentials.db: required field is missing"),
     ("credentials.db.user", "", "credentials.db.user: String should have at least 1"),
@@ -84,6 +88,9 @@ MALFORMED = [
     ("controllers[2].name", "CTL3", "controllers[2].name: String should match pattern"),
     ("controllers[2].name", "ctl1", "host name ctl1 is used twice"),
     ("controllers[0].colour", "blue", "controllers[0].colour: unknown field"),
+    ("controllers[0].access", "telnet", "controllers[0].access: Input should be 'ssh' or 'local'"),
+    ("controllers[0].access", "local",
+     "controllers[0].ssh: not with access: local (the host is this machine)"),
     ("controllers[0].ssh.port", 0, "controllers[0].ssh.port: Input should be greater than"),
     ("controllers[0].ssh.port", 70000, "controllers[0].ssh.port: Input should be less than"),
     ("controllers[0].ssh.port", "twenty", "controllers[0].ssh.port: Input should be a valid"),
@@ -118,6 +125,22 @@ def test_malformed_inventory_names_the_field(path: str, value: Any, expected: st
     assert "\n" not in message
     assert message.startswith("site.yaml: ")
     assert expected in message
+
+
+def test_access_is_stated_explicitly_or_by_an_ssh_section() -> None:
+    data = copy.deepcopy(VALID)
+    data["controllers"][1] = {**data["controllers"][1], "access": "ssh"}
+    del data["controllers"][1]["ssh"]
+    data["controllers"][2] = {**data["controllers"][2], "access": "local"}
+    del data["controllers"][2]["ssh"]
+    del data["computes"][0]["ssh"]
+    site = inventory.parse(data)
+    ctl1, ctl2, ctl3 = site.controllers
+    assert ctl1.access == "ssh" and ctl1.ssh == inventory.SshAccess(user="root", port=22)
+    assert ctl2.access == "ssh" and ctl2.ssh == inventory.SshAccess()  # root, port 22
+    assert ctl3.access == "local" and ctl3.ssh is None
+    assert site.computes[0].access is None  # no way given: refused where one is needed
+    assert site.firewall == "host"
 
 
 def test_valid_inventory_parses() -> None:

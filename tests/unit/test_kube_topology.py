@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.lab import kubebuild, kubetopology
-from chaos.lab.kube import RUNC_CLAMP, SERVICE_RANGE
 from chaos.targets.k8s import parse
+from chaoslab import kubebuild, kubetopology
+from chaoslab.kube import RUNC_CLAMP, SERVICE_RANGE
 
 
 def galera(tmp_path: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -112,7 +112,7 @@ def test_pod_supervisor_restarts_a_failed_start_but_never_a_killed_service(
     import subprocess
     import time
 
-    from chaos.lab import procs
+    from chaoslab import procs
 
     script = tmp_path / "supervise"
     script.write_text(kubetopology.SUPERVISE)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from chaos import inventory
+
 
 def chaos(lab_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CHAOS_LAB_DIR": str(lab_dir)}
@@ -70,3 +72,45 @@ def test_unreadable_state_is_one_line(tmp_path: Path) -> None:
     result = chaos(tmp_path, "lab", "up")
     assert result.returncode == 3
     assert "unreadable lab state" in result.stderr
+
+
+@pytest.mark.parametrize("action", ["up", "status"])
+def test_without_the_lab_installed_lab_commands_are_one_line_and_exit_2(
+        tmp_path: Path, action: str) -> None:
+    # the harness installed alone: importing chaoslab fails as it would without the extra
+    hide = ("import sys; sys.modules['chaoslab'] = None; from chaos.cli import main; "
+            f"sys.exit(main(['lab', {action!r}]))")
+    env = {**os.environ, "CHAOS_LAB_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 2
+    assert result.stderr == ("chaos: the local lab is not installed: "
+                             "pip install 'openstack-chaos[lab]'\n")
+    assert not list(tmp_path.iterdir())  # nothing of a lab was made
+
+
+def test_up_on_a_running_lab_rewrites_its_inventories_in_the_current_format(
+        tmp_path: Path) -> None:
+    # a lab that is up (its one daemon a sleeper of ours) with inventories an older
+    # harness wrote: a second 'up' starts nothing and writes them again
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        state = {"version": 1, "phase": "up", "kube": True,
+                 "daemons": [{"component": "galera", "name": "galera-ctl1",
+                              "pid": sleeper.pid, "log": "/dev/null", "pidfile": None}]}
+        (tmp_path / "lab.json").write_text(json.dumps(state))
+        for name in ("inventory.yaml", "inventory-kube.yaml"):
+            (tmp_path / name).write_text("name: lab\nkind: lab\n")
+        result = chaos(tmp_path, "lab", "up")
+        assert result.returncode == 0, result.stderr
+        assert "already up" in result.stdout
+        assert sleeper.poll() is None  # nothing was stopped or started
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    process = inventory.load(tmp_path / "inventory.yaml")
+    kube = inventory.load(tmp_path / "inventory-kube.yaml")
+    # every lab host is an address of this machine, and the inventories say so
+    assert process.firewall == kube.firewall == "local"
+    assert {h.access for h in [*process.controllers, *process.computes]} == {"ssh"}
+    assert {h.access for h in [*kube.controllers, *kube.computes]} == {"local"}

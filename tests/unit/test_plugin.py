@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos.lab import procs
 from chaos.wait import wait_for
+from chaoslab import procs
 from tests.unit.test_inventory import VALID
 
 
@@ -27,6 +27,7 @@ def inventory_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for i, ctl in enumerate(data["controllers"], 1):
         ctl["address"] = f"127.0.9.{10 + i}"
         del ctl["ssh"]
+        ctl["access"] = "local"  # the sleepers, and the iptables rules, are this machine's
         pidfile = tmp_path / f"ctl{i}.pid"
         ctl["galera"] = {"target": "local://", "datadir": str(tmp_path),
                          "pidfile": str(pidfile),

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chaos.lab import procs
+from chaoslab import procs
 
 
 def test_spawn_detaches_and_stop_kills(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from chaos import inventory
-from chaos.lab.rabbitmq import QuorumQueue, RabbitState
 from chaos.probes import RabbitView
+from chaos.services.rabbitmq import QuorumQueue, RabbitState
 from recovery import rabbitmq
 from recovery.rabbitmq import NodeState
 from tests.unit.test_inventory import VALID

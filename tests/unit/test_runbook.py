@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from chaos.lab import procs
+from chaoslab import procs
 from tests.unit.ptyutil import finish, read_until, spawn
 from tests.unit.test_plugin import inventory_file  # noqa: F401  (the fixture)
 

@@ -37,16 +37,39 @@ def test_ssh_url_parts_and_key_from_the_site() -> None:
         "admin", "10.0.0.1", 2200, "/etc/chaos/key")
 
 
-def test_host_target_is_ssh_when_the_inventory_says_so() -> None:
-    assert host_target(site(), "ctl1").url == "ssh://root@10.0.0.1:22"
-    assert host_target(site(), "cmp1").url == "local://"
+def with_access(host: int, access: str | None) -> inventory.Site:
+    """VALID, its compute reached as ``access`` says (None: no access given)."""
+    data = copy.deepcopy(VALID)
+    del data["computes"][host]["ssh"]
+    if access is not None:
+        data["computes"][host]["access"] = access
+    return inventory.parse(data)
+
+
+def test_host_target_is_what_the_inventory_says() -> None:
+    assert host_target(site(), "ctl1", need="test").url == "ssh://root@10.0.0.1:22"
+    cmp1 = host_target(site(), "cmp1", need="test")
+    assert isinstance(cmp1, SshTarget) and cmp1.key_file == "/etc/chaos/id_ed25519"
+    assert host_target(with_access(0, "local"), "cmp1", need="test").url == "local://"
+
+
+def test_a_host_without_access_is_refused_naming_it_and_the_need() -> None:
+    with pytest.raises(ConfigError) as caught:
+        host_target(with_access(0, None), "cmp1", need="partition it")
+    assert str(caught.value) == ("host cmp1: the inventory gives no access (ssh or local) — "
+                                 "needed to partition it")
+    # never this machine by default: a docker target through such a host is refused too
+    with pytest.raises(ConfigError, match=r"host cmp1: .* needed to reach its docker daemon"):
+        for_url("docker://cmp1/libvirt", with_access(0, None))
 
 
 def test_docker_target_goes_through_the_host_with_its_socket() -> None:
     target = for_url("docker://cmp1/libvirt", site())
     assert isinstance(target, DockerTarget)
     assert target.container == "libvirt" and target.socket == "unix:///var/run/docker.sock"
-    assert target.via.url == "local://"
+    assert target.via.url == "ssh://root@10.0.1.1:22"
+    local = for_url("docker://cmp1/libvirt", with_access(0, "local"))
+    assert isinstance(local, DockerTarget) and local.via.url == "local://"
 
 
 @pytest.mark.parametrize(("url", "message"), [

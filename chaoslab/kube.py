@@ -2,7 +2,7 @@
 
 etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager, kube-scheduler and
 one kubelet per node, each kubelet on a private dockerd — Kubernetes 1.20.2 built from
-Debian's source package by :mod:`chaos.lab.kubebuild`. The nodes are the seed's hosts
+Debian's source package by :mod:`chaoslab.kubebuild`. The nodes are the seed's hosts
 on addresses of their own (127.0.1.x), so the process lab (127.0.0.x) runs beside it.
 
 What this machine forces, and how it is met (LAB-NOTES has the measurements):
@@ -38,16 +38,16 @@ from subprocess import CompletedProcess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chaos.lab.compute import ComputeLab
-    from chaos.lab.galera import GaleraLab
-    from chaos.lab.rabbitmq import RabbitLab
+    from chaoslab.compute import ComputeLab
+    from chaoslab.galera import GaleraLab
+    from chaoslab.rabbitmq import RabbitLab
 
-from chaos.errors import LabError
-from chaos.lab import kubebuild, kubetopology, procs
-from chaos.lab.compute import domains
-from chaos.lab.model import Check, Host, LabSecrets, Register
-from chaos.lab.procs import Daemon
+from chaos.errors import LabError, ServiceError
 from chaos.wait import wait_for
+from chaoslab import kubebuild, kubetopology, procs
+from chaoslab.compute import domains
+from chaoslab.model import Check, Host, LabSecrets, Register
+from chaoslab.procs import Daemon
 
 API_ADDRESS = "127.0.0.30"
 API_PORT = 6443
@@ -79,7 +79,7 @@ NODES = [
 ]
 
 RUNC_CLAMP = """#!/bin/sh
-# written by chaos.lab.kube: this machine refuses a negative oom_score_adj (no
+# written by chaoslab.kube: this machine refuses a negative oom_score_adj (no
 # CAP_SYS_RESOURCE) and the kubelet asks -998 for system-critical containers.
 # Clamp it to 0 in the bundle runc is about to create, then be runc.
 prev=
@@ -166,7 +166,7 @@ class KubeLab:
 
     def galera(self) -> GaleraLab:
         """The Galera nodes the pods run: the process lab's code, at kube addresses."""
-        from chaos.lab.galera import GaleraLab
+        from chaoslab.galera import GaleraLab
 
         return GaleraLab(self.root / "galera", [Host(n.name, n.address)
                                                 for n in self.controllers], self.secrets)
@@ -174,7 +174,7 @@ class KubeLab:
     def rabbit(self) -> RabbitLab:
         """The RabbitMQ nodes the pods run: the process lab's code at kube addresses,
         with an epmd of their own (another port: the process lab's epmd keeps 4369)."""
-        from chaos.lab.rabbitmq import RabbitLab
+        from chaoslab.rabbitmq import RabbitLab
 
         return RabbitLab(self.root / "rabbitmq", [Host(n.name, n.address)
                                                   for n in self.controllers], self.secrets,
@@ -187,14 +187,14 @@ class KubeLab:
     def compute(self) -> ComputeLab:
         """libvirt's state directories and config, as the process lab's "right" host
         has them (hostPID, own cgroups), at kube addresses; run by pods here."""
-        from chaos.lab.compute import ComputeHost, ComputeLab
+        from chaoslab.compute import ComputeHost, ComputeLab
 
         return ComputeLab(self.root / "compute",
                           [ComputeHost(n.name, n.address, "right") for n in self.computes],
                           cgroup_prefix=f"{self.cgroup_prefix}-kube-libvirt")
 
     def dockerd_start_command(self, node: str) -> str:
-        from chaos.lab.compute import dockerd_start_command
+        from chaoslab.compute import dockerd_start_command
 
         kube_node = next(n for n in self.nodes if n.name == node)
         return dockerd_start_command(self.dockerd_argv(kube_node), self.node_dir(node) / "x")
@@ -324,7 +324,7 @@ class KubeLab:
                                             if o["metadata"]["name"] == f"galera-{name}"])
             self._wait_deployment(f"galera-{name}", timeout=120)
         kubetopology.apply(self.api(), [o for o in objects if o["metadata"]["name"] == "galera"])
-        galera._create_account(names[0])
+        galera.create_account(names[0])
         for check in galera.status():
             if not check.ok:
                 raise LabError(f"kube {check.component} unhealthy after up: {check.detail}")
@@ -662,7 +662,7 @@ current-context: chaos-lab
                 checks.append(Check(f"kube/libvirt/{h.name}", bool(running),
                                     ", ".join(f"{d.name} {d.state} qemu {d.qemu_pid}"
                                               for d in found) or "no domain"))
-            except LabError as exc:
+            except (LabError, ServiceError) as exc:
                 checks.append(Check(f"kube/libvirt/{h.name}", False, str(exc)[:200]))
         return checks
 
@@ -683,7 +683,7 @@ current-context: chaos-lab
         strays = self.galera().stray_pids()
         if procs.stop(strays, timeout=5):
             raise LabError(f"kube galera: processes {strays} survived SIGKILL")
-        from chaos.lab.compute import cgroup_hierarchies, remove_cgroup_tree, unmount_under
+        from chaoslab.compute import cgroup_hierarchies, remove_cgroup_tree, unmount_under
 
         # libvirtd and its qemu left the containers' cgroups on purpose: removing the
         # containers did not stop them

@@ -24,7 +24,7 @@ from typing import Any
 NAMESPACE = "openstack"
 
 SUPERVISE = """#!/bin/sh
-# PID 1 of a lab service pod (written by chaos.lab.kubetopology). Starts the service
+# PID 1 of a lab service pod (written by chaoslab.kubetopology). Starts the service
 # and stays up; a TERM is handed on to the service (bounded), then it exits.
 # A service that fails to start in the pod's first minute -- it exits by itself, not by
 # a signal -- is started again (10 tries, 3 s apart): a replacement pod can start while
@@ -68,7 +68,7 @@ done
 """
 
 GALERA_START = """#!/bin/sh
-# The Galera pod's start (written by chaos.lab.kubetopology), as a site's start script
+# The Galera pod's start (written by chaoslab.kubetopology), as a site's start script
 # does it: recover the position this node's data holds and start from it, so a
 # restarted pod joins by IST. The lab's very first start bootstraps the first node from
 # a marker left for it once.
@@ -93,7 +93,7 @@ echo "$out" | grep -q 'Synced' && echo "$out" | grep -q 'Primary'
 """
 
 NOVA_STANDIN = """#!/bin/sh
-# nova-compute stand-in (written by chaos.lab.kubetopology): holds one libvirt
+# nova-compute stand-in (written by chaoslab.kubetopology): holds one libvirt
 # connection open as nova-compute's libvirt driver does (every domain's events), and
 # reconnects when libvirtd goes away. A daemon: it runs as long as its pod.
 # usage: nova-standin URI
@@ -107,7 +107,7 @@ done
 
 
 def _scripts() -> dict[str, str]:
-    from chaos.lab.compute import ENTRYPOINT as LIBVIRT_ENTRYPOINT
+    from chaoslab.compute import ENTRYPOINT as LIBVIRT_ENTRYPOINT
 
     return {"supervise": SUPERVISE, "galera-start": GALERA_START, "galera-ready": GALERA_READY,
             "libvirt-entrypoint": LIBVIRT_ENTRYPOINT, "nova-standin": NOVA_STANDIN}

@@ -41,11 +41,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
-from chaos.errors import LabError, ProbeTimeout
-from chaos.lab.model import Check, Register
-from chaos.lab.procs import (
+from chaos.errors import LabError, ProbeTimeout, ServiceError
+from chaos.services.libvirt import STATE_NAMES, DomainIdentity, with_libvirt
+from chaos.services.libvirt import module as libvirt_module
+from chaos.wait import wait_for
+from chaoslab.model import Check, Register
+from chaoslab.procs import (
     Daemon,
     alive,
     port_in_use,
@@ -55,7 +58,6 @@ from chaos.lab.procs import (
     start_time_ticks,
     stop,
 )
-from chaos.wait import wait_for
 
 T = TypeVar("T")
 
@@ -79,18 +81,6 @@ class ComputeHost:
     mode: Mode
 
 
-@dataclass(frozen=True)
-class DomainIdentity:
-    """What identifies a running VM across a libvirtd restart: same pid and start time."""
-
-    name: str
-    uuid: str
-    id: int  # -1 when not running
-    state: str
-    qemu_pid: int | None  # in this machine's PID namespace, whatever the container's
-    start_ticks: int | None
-
-
 # --------------------------------------------------------------------------- binaries
 
 
@@ -109,73 +99,6 @@ def _binary(name: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- libvirt
-
-_STATE_NAMES = {
-    0: "nostate",
-    1: "running",
-    2: "blocked",
-    3: "paused",
-    4: "shutdown",
-    5: "shutoff",
-    6: "crashed",
-    7: "pmsuspended",
-}
-
-# One blocked call per URI at most: a libvirtd that is SIGSTOPped accepts the TCP
-# connection (the kernel does) and then never answers, and a libvirt-python call cannot be
-# cancelled, so a timed-out call leaves its thread behind until libvirtd answers or dies.
-# Refusing new calls while one is stuck keeps that leak to one thread per URI.
-_stuck: dict[str, threading.Thread] = {}
-_stuck_lock = threading.Lock()
-_quiet = threading.Event()
-
-
-def _libvirt() -> Any:
-    import libvirt
-
-    if not _quiet.is_set():
-        # libvirt's default handler prints every error to stderr, including the expected
-        # "connection refused" of each poll; the exceptions carry the same text.
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-        _quiet.set()
-    return libvirt
-
-
-def with_libvirt(uri: str, work: Callable[[Any], T], *, timeout: float, what: str) -> T:
-    """Open ``uri``, run ``work(conn)``, close; never longer than ``timeout`` seconds."""
-    libvirt = _libvirt()
-    with _stuck_lock:
-        previous = _stuck.get(uri)
-        if previous is not None:
-            if previous.is_alive():
-                raise LabError(f"libvirt at {uri}: an earlier call is still blocked")
-            del _stuck[uri]
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            conn = libvirt.open(uri)
-            try:
-                box["value"] = work(conn)
-            finally:
-                with contextlib.suppress(Exception):
-                    conn.close()
-        except Exception as exc:  # handed to the caller's thread below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"libvirt {uri}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        with _stuck_lock:
-            _stuck[uri] = thread
-        raise LabError(f"libvirt at {uri} did not answer within {timeout:.1f}s ({what})")
-    if "error" in box:
-        exc = box["error"]
-        message = exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
-        raise LabError(f"libvirt at {uri}: {what}: {message}") from exc
-    return cast(T, box["value"])
-
 
 def qemu_pid_by_uuid(uuid: str) -> int | None:
     """The live qemu process started with ``-uuid <uuid>``, seen from this PID namespace.
@@ -209,7 +132,7 @@ def domains(uri: str, *, timeout: float = 5.0) -> list[DomainIdentity]:
                 name=name,
                 uuid=uuid,
                 id=dom_id,
-                state=_STATE_NAMES.get(state, str(state)),
+                state=STATE_NAMES.get(state, str(state)),
                 qemu_pid=pid,
                 start_ticks=start_time_ticks(pid) if pid else None,
             )
@@ -568,7 +491,7 @@ class ComputeLab:
             for h, future in futures:
                 try:
                     future.result()
-                except (LabError, ProbeTimeout) as exc:
+                except (LabError, ServiceError, ProbeTimeout) as exc:
                     errors.append(f"{h.name}: {exc}")
                 except Exception as exc:  # a bug must still say which host it hit
                     errors.append(f"{h.name}: {type(exc).__name__}: {exc}")
@@ -676,7 +599,7 @@ class ComputeLab:
     def write_config(self, h: ComputeHost) -> None:
         home = self.node_home(h.name)
         (home / "etc" / "libvirtd.conf").write_text(
-            f"""# written by chaos.lab.compute for {h.name} ({h.mode})
+            f"""# written by chaoslab.compute for {h.name} ({h.mode})
 listen_tls = 0
 listen_tcp = 1
 listen_addr = "{h.address}"
@@ -770,7 +693,7 @@ cgroup_controllers = [ ]
             try:
                 version = with_libvirt(uri, lambda c: c.getLibVersion(), timeout=3, what="ping")
                 return True, f"libvirt {version}"
-            except LabError as exc:
+            except ServiceError as exc:
                 running, state = self._container_state(host)
                 if not running:
                     # the entrypoint failed; waiting longer cannot help
@@ -793,7 +716,7 @@ cgroup_controllers = [ ]
     def _ensure_domain(self, host: str) -> None:
         uri = self.libvirt_uri(host)
         name = self.domain_name(host)
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
 
         def define_and_start(conn: Any) -> None:
             try:
@@ -881,7 +804,7 @@ cgroup_controllers = [ ]
             return Check(component, False, f"dockerd {pid}, {state}")
         try:
             found = domains(self.libvirt_uri(h.name), timeout=3)
-        except LabError as exc:
+        except ServiceError as exc:
             return Check(component, False, f"{state}; {exc}")
         if not found:
             return Check(component, False, f"{state}; no domains")
@@ -972,7 +895,7 @@ cgroup_controllers = [ ]
             # politely first: libvirt tidies its state, then the container goes. Not when
             # libvirtd is PID 1: qemu stays a zombie it never reaps, and destroy then
             # waits 2 x 40 s for it to vanish (measured); removing the container is enough.
-            with contextlib.suppress(LabError, ProbeTimeout):
+            with contextlib.suppress(LabError, ServiceError, ProbeTimeout):
                 if h.mode != "no-hostpid" and self._container_state(h.name)[0]:
                     with_libvirt(
                         self.libvirt_uri(h.name),

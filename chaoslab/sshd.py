@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 from chaos.errors import LabError
-from chaos.lab import procs
-from chaos.lab.model import Check, Host, Register
-from chaos.lab.procs import Daemon
 from chaos.wait import wait_for
+from chaoslab import procs
+from chaoslab.model import Check, Host, Register
+from chaoslab.procs import Daemon
 
 SSHD = "/usr/sbin/sshd"
 

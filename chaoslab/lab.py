@@ -25,28 +25,23 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from chaos.errors import HarnessError, LabError
-from chaos.lab.model import Check, Component, Host, LabSecrets
-from chaos.lab.procs import Daemon
+from chaos.inventory import LAB_DIR, lab_dir
+from chaoslab.inventory import kube_inventory, lab_env, lab_inventory
+from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Check, Component, Host, LabSecrets
+from chaoslab.procs import Daemon
 
 if TYPE_CHECKING:
-    from chaos.lab.kube import KubeLab
+    from chaoslab.kube import KubeLab
 
-DEFAULT_ROOT = Path("/var/lib/chaos-lab")
-CONTROLLERS = [Host("ctl1", "127.0.0.11"), Host("ctl2", "127.0.0.12"), Host("ctl3", "127.0.0.13")]
-# cmp1 is built the way openstack-helm does it; cmp2 and cmp3 are deliberately wrong
-COMPUTES = [
-    ("cmp1", "127.0.0.21", "right"),
-    ("cmp2", "127.0.0.22", "no-hostpid"),
-    ("cmp3", "127.0.0.23", "in-cgroup"),
-]
-SSH_PORT = 2222
+# the harness knows where a lab lives (its default inventory); the lab takes it from there
+DEFAULT_ROOT = LAB_DIR
 STATE_VERSION = 1
 UP_TIMEOUT = 240.0
 
 
 def lab_root() -> Path:
     """``$CHAOS_LAB_DIR`` or /var/lib/chaos-lab."""
-    return Path(os.environ.get("CHAOS_LAB_DIR") or DEFAULT_ROOT)
+    return lab_dir()
 
 
 @dataclass
@@ -76,7 +71,7 @@ class Lab:
         return bool(state and state.get("kube"))
 
     def kube(self) -> KubeLab:
-        from chaos.lab.kube import KubeLab
+        from chaoslab.kube import KubeLab
 
         return KubeLab(self.root / "kube", self.secrets(), cgroup_prefix=self.cgroup_prefix())
 
@@ -89,10 +84,10 @@ class Lab:
 
     def _process_components(self) -> list[Component]:
         # imported here so `chaos inventory check` and unit tests need none of the lab
-        from chaos.lab.compute import ComputeHost, ComputeLab
-        from chaos.lab.galera import GaleraLab
-        from chaos.lab.rabbitmq import RabbitLab
-        from chaos.lab.sshd import SshdLab
+        from chaoslab.compute import ComputeHost, ComputeLab
+        from chaoslab.galera import GaleraLab
+        from chaoslab.rabbitmq import RabbitLab
+        from chaoslab.sshd import SshdLab
 
         secrets = self.secrets()
         hosts = CONTROLLERS + [Host(n, a) for n, a, _ in COMPUTES]
@@ -174,7 +169,7 @@ class Lab:
         to a running lab when only it is missing)."""
         start = time.monotonic()
         if kube and not self.kube_enabled():
-            from chaos.lab import kubebuild
+            from chaoslab import kubebuild
 
             problems = kubebuild.preflight()
             if problems:
@@ -190,6 +185,11 @@ class Lab:
                         self._state = state
                         self._add_kube()
                         return UpResult(False, time.monotonic() - start, self.inventory_file)
+                    # nothing to start, but the inventories are written again: a harness
+                    # updated since the lab came up may read them in a newer format
+                    self.write_inventory()
+                    if state.get("kube"):
+                        self.write_kube_inventory()
                     return UpResult(True, time.monotonic() - start, self.inventory_file)
                 why = f"{len(dead)} lab processes gone" if dead else "an 'up' never finished"
                 raise LabError(
@@ -326,14 +326,10 @@ class Lab:
     # -- what operators and the harness use --------------------------------------------
 
     def write_inventory(self) -> Path:
-        from chaos.lab.inventory import lab_inventory
-
         return _write_yaml(self.inventory_file, lab_inventory(self), "# written by 'chaos lab "
                            "up'; the same format a site's inventory uses")
 
     def write_kube_inventory(self) -> Path:
-        from chaos.lab.inventory import kube_inventory
-
         return _write_yaml(self.kube_inventory_file, kube_inventory(self),
                            "# written by 'chaos lab up --kube': the lab's services as pods")
 
@@ -341,8 +337,6 @@ class Lab:
         """Shell assignments for ``eval "$(chaos lab env)"``."""
         if not self.is_running():
             raise LabError(f"no running lab at {self.root}; run 'chaos lab up'")
-        from chaos.lab.inventory import lab_env
-
         return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in lab_env(self).items())
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from chaos.lab.procs import Daemon
+from chaoslab.procs import Daemon
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,17 @@ class Host:
 
     name: str
     address: str
+
+
+# the lab's hosts, each a loopback address of this machine
+CONTROLLERS = [Host("ctl1", "127.0.0.11"), Host("ctl2", "127.0.0.12"), Host("ctl3", "127.0.0.13")]
+# cmp1 is built the way openstack-helm does it; cmp2 and cmp3 are deliberately wrong
+COMPUTES = [
+    ("cmp1", "127.0.0.21", "right"),
+    ("cmp2", "127.0.0.22", "no-hostpid"),
+    ("cmp3", "127.0.0.23", "in-cgroup"),
+]
+SSH_PORT = 2222
 
 
 @dataclass(frozen=True)

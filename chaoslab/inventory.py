@@ -4,12 +4,32 @@ format an operator writes for a real site) and the ``chaos lab env`` variables."
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Component, LabSecrets
 
 if TYPE_CHECKING:
-    from chaos.lab.galera import GaleraLab
-    from chaos.lab.lab import Lab
-    from chaos.lab.rabbitmq import RabbitLab
+    from chaoslab.galera import GaleraLab
+    from chaoslab.kube import KubeLab
+    from chaoslab.rabbitmq import RabbitLab
+
+
+class Lab(Protocol):
+    """What the inventory writers read of the lab (``chaoslab.lab.Lab`` is one): a
+    protocol, so that this module and the orchestrator do not import each other."""
+
+    root: Path
+    inventory_file: Path
+    kube_inventory_file: Path
+
+    def secrets(self) -> LabSecrets: ...
+
+    def components(self) -> list[Component]: ...
+
+    def kube(self) -> KubeLab: ...
+
+    def kube_enabled(self) -> bool: ...
 
 
 def _parts(lab: Lab) -> dict[str, Any]:
@@ -17,8 +37,6 @@ def _parts(lab: Lab) -> dict[str, Any]:
 
 
 def lab_inventory(lab: Lab) -> dict[str, Any]:
-    from chaos.lab.lab import COMPUTES, CONTROLLERS, SSH_PORT
-
     parts = _parts(lab)
     galera, rabbit, compute = parts["galera"], parts["rabbitmq"], parts["compute"]
     sshd = parts["sshd"]
@@ -52,7 +70,9 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
         })
     return {
         "name": "lab",
-        "kind": "lab",
+        "kind": "process",
+        # every host is a loopback address of this machine: one kernel filters them all
+        "firewall": "local",
         "credentials": credentials(lab),
         "controllers": controllers,
         "computes": computes,
@@ -96,8 +116,6 @@ def rabbit_section(rabbit: RabbitLab, node: str, target: str) -> dict[str, Any]:
 
 
 def lab_env(lab: Lab) -> dict[str, str]:
-    from chaos.lab.lab import COMPUTES, CONTROLLERS
-
     parts = _parts(lab)
     galera, rabbit, compute = parts["galera"], parts["rabbitmq"], parts["compute"]
     s = lab.secrets()
@@ -119,7 +137,7 @@ def lab_env(lab: Lab) -> dict[str, str]:
 def kube_inventory(lab: Lab) -> dict[str, Any]:
     """The Kubernetes tier as a site: the same services, reached as pods by label
     selector, so a pod recreated under a new name is still the target."""
-    from chaos.lab.kubetopology import selector_target
+    from chaoslab.kubetopology import selector_target
 
     kube = lab.kube()
     galera, rabbit, compute = kube.galera(), kube.rabbit(), kube.compute()
@@ -128,6 +146,8 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
         controllers.append({
             "name": node.name,
             "address": node.address,
+            # no sshd at the tier's addresses: the node is this machine, reached as such
+            "access": "local",
             "galera": galera_section(galera, node.name,
                                      selector_target("galera", node.name, "mariadb")),
             "rabbitmq": rabbit_section(rabbit, node.name,
@@ -136,12 +156,14 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
     return {
         "name": "lab-kube",
         "kind": "kubernetes",
+        "firewall": "local",
         "credentials": credentials(lab),
         "kubernetes": {"kubeconfig": str(kube.kubeconfig)},
         "controllers": controllers,
         "computes": [{
             "name": node.name,
             "address": node.address,
+            "access": "local",
             # the node's own docker, under the kubelet: what kill-docker kills
             "docker": {"socket": kube.docker_socket(node.name),
                        "pidfile": str(kube.dockerd_pidfile(node.name)),

@@ -1,0 +1,81 @@
+"""Galera's client side: what one node says about itself and its cluster, read with
+``SHOW GLOBAL STATUS`` (allowed on a non-Primary node, where ordinary queries fail with
+error 1047)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pymysql
+
+
+@dataclass(frozen=True)
+class GaleraState:
+    """What one node says about itself and its cluster (``SHOW STATUS LIKE 'wsrep_%'``)."""
+
+    size: int
+    status: str  # wsrep_cluster_status: Primary, non-Primary, Disconnected
+    local_state: str  # wsrep_local_state_comment: Synced, Donor/Desynced, Joining...
+    ready: bool
+    last_committed: int
+    cluster_uuid: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "Primary" and self.local_state == "Synced" and self.ready
+
+    def describe(self) -> str:
+        text = f"size={self.size} {self.status} {self.local_state} seqno={self.last_committed}"
+        return text if self.ready else text + " not-ready"
+
+
+STATUS_QUERY = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_size', "
+    "'wsrep_cluster_status', 'wsrep_local_state_comment', 'wsrep_ready', "
+    "'wsrep_last_committed', 'wsrep_cluster_state_uuid')"
+)
+
+
+def state_from_rows(rows: dict[str, str]) -> GaleraState:
+    """The typed state from ``STATUS_QUERY``'s (name, value) rows; a missing or
+    unparsable number is -1, a missing word "unknown"."""
+
+    def number(name: str) -> int:
+        text = rows.get(name, "")
+        return int(text) if text.lstrip("-").isdigit() else -1
+
+    return GaleraState(
+        size=number("wsrep_cluster_size"),
+        status=rows.get("wsrep_cluster_status", "unknown"),
+        local_state=rows.get("wsrep_local_state_comment", "unknown"),
+        ready=rows.get("wsrep_ready", "OFF").upper() == "ON",
+        last_committed=number("wsrep_last_committed"),
+        cluster_uuid=rows.get("wsrep_cluster_state_uuid", ""),
+    )
+
+
+def query_state(conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> GaleraState:
+    """Ask a node over an open connection, however it was opened (TCP, unix socket)."""
+    with conn.cursor() as cur:
+        cur.execute(STATUS_QUERY)
+        rows = {str(name): str(value) for name, value in cur.fetchall()}
+    return state_from_rows(rows)
+
+
+def probe(
+    address: str, port: int, user: str, password: str, *, timeout: float = 3.0
+) -> GaleraState:
+    """Ask one node over TCP, every phase bounded by ``timeout``."""
+    conn = pymysql.connect(
+        host=address,
+        port=port,
+        user=user,
+        password=password,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        write_timeout=timeout,
+    )
+    try:
+        return query_state(conn)
+    finally:
+        conn.close()
