@@ -126,24 +126,37 @@ def _recover(args: argparse.Namespace) -> int:
         raise ConfigError("--discard applies to 'chaos recover galera' only")
     site, _ = _site(args)
     module = importlib.import_module(f"recovery.{args.procedure}")
-    # a dry run reads only: no procedure may write while observing for it
-    observation = module.observe(site, read_only=args.dry_run)
     extra = {"discard": args.discard} if args.discard else {}
-    the_plan = module.plan(site, observation, force_node=args.node, **extra)
-    print(the_plan.render())
-    if the_plan.refused:
-        return EXIT_VERDICT
-    if args.dry_run:
-        print("dry run: nothing was changed")
-        return EXIT_OK
-    if not the_plan.steps:
-        return EXIT_OK
     started = time.monotonic()
 
     def show(step: object) -> None:
         print(f"{time.strftime('%H:%M:%S')} {getattr(step, 'effect', step)}", flush=True)
 
-    module.execute(site, the_plan, confirm=show)
+    # a plan that only settles members alive but silent (given time to answer, then
+    # killed) is followed by a fresh observation and plan: bounded rounds
+    for _ in range(3):
+        # a dry run reads only: no procedure may write while observing for it
+        observation = module.observe(site, read_only=args.dry_run)
+        the_plan = module.plan(site, observation, force_node=args.node, **extra)
+        print(the_plan.render(), flush=True)
+        if the_plan.refused:
+            return EXIT_VERDICT
+        if args.dry_run:
+            print("dry run: nothing was changed"
+                  + ("; once the silent members are settled, the real run observes again "
+                     "and plans the rest" if the_plan.replan else ""))
+            return EXIT_OK
+        if not the_plan.steps:
+            if time.monotonic() - started > 1:
+                print(f"recovered in {time.monotonic() - started:.1f}s")
+            return EXIT_OK if args.procedure != "libvirt" else _vm_verdict(site)
+        module.execute(site, the_plan, confirm=show)
+        if not the_plan.replan:
+            break
+        print("silent members settled: observing again", flush=True)
+    else:
+        print("chaos recover: members still silent after 3 rounds", file=sys.stderr)
+        return EXIT_VERDICT
     print(f"recovered in {time.monotonic() - started:.1f}s")
     if args.procedure == "libvirt":
         return _vm_verdict(site)

@@ -172,6 +172,8 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
             raise ConfigError(f"fault {kind} needs --service ({', '.join(SERVICES)})")
         if kind == "kill" and service == "libvirt":
             return _libvirt_kill(site, host, fid)
+        if kind == "freeze" and service == "libvirt":
+            return _libvirt_freeze(site, host, fid)
         proc = _process(site, host, service)
         if kind == "kill":
             inject, revert = [_kill_steps(proc, host.name)], [_start_step(proc, host.name)]
@@ -263,6 +265,22 @@ def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
                    f"the libvirt container on {host.name} runs again", timeout=60)]
     return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
                  inject, revert, {"libvirt": [host.name]})
+
+
+def _libvirt_freeze(site: Site, host: Controller | Compute, fid: str) -> Fault:
+    """libvirtd stopped (SIGSTOP) and left so: alive, holding its socket, answering nobody.
+    The revert thaws whatever process is libvirtd then (a recovery may have replaced it)."""
+    if not isinstance(host, Compute) or host.libvirt is None or host.docker is None:
+        raise ConfigError(f"host {host.name} has no libvirt container in the inventory")
+    from chaos.services.libvirt import libvirtd_pid
+
+    where = host_target(site, host.name, need="freeze its libvirtd").url
+    pid = libvirtd_pid(host.docker.socket, host.libvirt.container)
+    inject = [Step(where, pid + " && kill -s STOP \"$pid\"",
+                   f"libvirtd on {host.name} is frozen (SIGSTOP)")]
+    revert = [Step(where, "{ " + pid + " && kill -s CONT \"$pid\"; } || true",
+                   f"libvirtd on {host.name} runs again (SIGCONT)")]
+    return Fault(fid, "freeze", host.name, "libvirt", inject, revert, {"libvirt": [host.name]})
 
 
 def _libvirt_kill_in_pod(site: Site, host: Compute, fid: str, *, container: bool) -> Fault:

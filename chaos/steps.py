@@ -64,6 +64,21 @@ ALIVE = ("alive() { case \"$1\" in ''|*[!0-9]*) return 1;; esac; "
          "[ -n \"$s\" ] && [ \"$s\" != Z ]; }; ")
 
 
+# shell: "procinfo PID" prints the process's state letter and its age in seconds
+PROC_INFO = ("procinfo() { s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null) || return 1; "
+             "set -- $s; st=$1; shift 19; "
+             "echo \"$st $(( $(cut -d. -f1 /proc/uptime) - $1 / $(getconf CLK_TCK) ))\"; }; ")
+
+
+def port_released(address: str, port: int, *, seconds: float = 30.0) -> str:
+    """Shell: wait, bounded, until nothing listens on ``address:port`` any more. An old
+    instance still shutting down keeps its listeners, and a new one dies on them
+    (eaddrinuse, "bind: Address already in use"): a start waits for the release first."""
+    rounds = max(1, int(seconds * 2))
+    return (f"i=0; while [ $i -lt {rounds} ] && ss -Hltn 'sport = :{port}' 2>/dev/null "
+            f"| grep -qF '{address}:{port}'; do sleep 0.5; i=$((i+1)); done; ")
+
+
 def detached(command: str, log: str) -> str:
     """A shell command that starts ``command`` in its own session, output to ``log``,
     and returns at once (the daemon outlives the ssh session or the harness)."""

@@ -58,10 +58,26 @@ from chaos import probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Controller, Site
 from chaos.journal import Journal
-from chaos.steps import ALIVE, Step, detached, restart_log, start_unless_running
+from chaos.steps import (
+    ALIVE,
+    PROC_INFO,
+    Step,
+    detached,
+    port_released,
+    restart_log,
+    start_unless_running,
+)
 from chaos.targets import for_url
 from chaos.targets.base import quote
-from recovery.plan import Plan, Procedure
+from recovery.plan import (
+    SILENT_GRACE,
+    Plan,
+    Procedure,
+    Silent,
+    await_or_kill,
+    process_state,
+    rounds,
+)
 from recovery.plan import execute as run_plan
 
 PROCEDURE = Procedure(
@@ -83,6 +99,11 @@ PROCEDURE = Procedure(
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 RECOVERED = re.compile(r"Recovered position:?\s+([0-9a-f-]{36}):(-?\d+)")
 DURABILITY = ("innodb_flush_log_at_trx_commit", "sync_binlog")
+# a live server younger than this that is running or sleeping is taken to be starting
+# (awaited); older, or stopped (T) or stuck (D), it is silent (given SILENT_GRACE, then
+# killed). A joiner's rsync SST of the lab's data takes 6-12 s; real ones take longer, and
+# the await that follows is bounded by the same figure.
+STARTING_GRACE = 120
 
 
 class Situation(StrEnum):
@@ -107,6 +128,22 @@ class Position:
     alive: bool | None = False
     empty_datadir: bool = False  # the data directory holds nothing at all
     deferred: bool = False  # dry run: the real run learns the seqno by --wsrep-recover
+    # a live process that does not answer: its pid, /proc state letter and age (seconds)
+    pid: int | None = None
+    pstate: str = ""
+    age: int | None = None
+
+    @property
+    def starting(self) -> bool:
+        """Alive, not answering, but young and not stopped or stuck: a server still
+        starting (a joiner's state transfer comes before its SQL port)."""
+        return (bool(self.alive) and not self.running and self.pstate in ("R", "S")
+                and self.age is not None and self.age < STARTING_GRACE)
+
+    @property
+    def silent(self) -> bool:
+        """Alive, not answering, and not merely starting: stopped, stuck, or hung."""
+        return bool(self.alive) and not self.running and not self.starting
 
     @property
     def empty(self) -> bool:
@@ -127,6 +164,8 @@ class Position:
     def liveness(self) -> str:
         if self.running:
             return "answers"
+        if self.alive and self.pstate:
+            return f"{self.pstate} {self.age}s" if self.age is not None else self.pstate
         return {True: "ALIVE", False: "dead", None: "?"}[self.alive]
 
 
@@ -206,15 +245,16 @@ def _position_script(node: Controller, *, read_only: bool) -> str:
     datadir = g.datadir.rstrip("/")
     grastate = f"{datadir}/grastate.dat"
     log = f"/tmp/chaos-wsrep-recover-{node.name}.log"
-    script = ALIVE
+    script = ALIVE + PROC_INFO
     if g.pidfile:
-        script += quote("p=$(cat %s 2>/dev/null); if alive \"$p\"; then echo ALIVE \"$p\"; "
-                        "exit 0; fi; ", g.pidfile)
+        script += quote("p=$(cat %s 2>/dev/null); if alive \"$p\"; then "
+                        "echo ALIVE \"$p\" $(procinfo \"$p\"); exit 0; fi; ", g.pidfile)
     # without a pidfile, or with a stale one: any live process holding the system
     # tablespace open is the node's server (mariadbd keeps ibdata1 open while it runs)
     script += quote("d=$(realpath -m %s); for f in $(find /proc/[0-9]*/fd -maxdepth 1 "
                     "-lname \"$d/ibdata1\" 2>/dev/null | head -n 5); do p=${f#/proc/}; "
-                    "p=${p%%%%/*}; if alive \"$p\"; then echo ALIVE \"$p\"; exit 0; fi; done; ",
+                    "p=${p%%%%/*}; if alive \"$p\"; then echo ALIVE \"$p\" $(procinfo \"$p\"); "
+                    "exit 0; fi; done; ",
                     datadir)
     script += quote("if [ -z \"$(ls -A %s 2>/dev/null)\" ]; then echo EMPTY-DATADIR; "
                     "exit 0; fi; ", datadir)
@@ -233,10 +273,14 @@ def _position_script(node: Controller, *, read_only: bool) -> str:
 def parse_position(name: str, out: str, *, can_recover: bool) -> Position:
     """Read what ``_position_script`` printed (pure, so every branch is unit-tested)."""
     if out.startswith("ALIVE"):
-        pid = out.split()[1] if len(out.split()) > 1 else "?"
+        words = out.split()
+        pid = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+        pstate = words[2] if len(words) > 2 else ""
+        age = int(words[3]) if len(words) > 3 and words[3].lstrip("-").isdigit() else None
+        how = process_state(pstate) + (f", {age}s old" if age is not None else "")
         return Position(name, False, None, None, None,
-                        f"process {pid} alive but not answering SQL (frozen, stuck or "
-                        "starting)", alive=True)
+                        f"process {pid} alive ({how}) but not answering SQL", alive=True,
+                        pid=pid, pstate=pstate, age=age)
     if out.startswith("EMPTY-DATADIR"):
         return Position(name, False, None, None, None, "empty data directory",
                         empty_datadir=True)
@@ -413,8 +457,10 @@ def _start(node: Controller, *extra: str, effect: str, wait: str) -> Step:
     command = g.start + "".join(" " + shlex.quote(e) for e in extra)
     if g.pidfile:
         # never a second server beside a live one: it would abort on the gcomm port
-        # (the heal-then-recover race) and could corrupt the data directory
-        command = start_unless_running(g.pidfile, command, restart_log(g.pidfile))
+        # (the heal-then-recover race) and could corrupt the data directory; and an old
+        # one still shutting down is waited for until its SQL port is released
+        command = port_released(node.address, g.port) + start_unless_running(
+            g.pidfile, command, restart_log(g.pidfile))
     else:
         command = detached(command, "/dev/null")
     return Step(g.target, command, effect, wait=wait, wait_timeout=120)
@@ -481,22 +527,52 @@ def _rejoin(ctx: Context, result: GaleraPlan, joiners: list[str],
     return _joiner_steps(accepted, [n for n in joiners if n not in out_of_reach], uuid)
 
 
-def _await(name: str, effect: str) -> Step:
+def _await(name: str, effect: str, *, timeout: float = 90.0) -> Step:
     return Step(f"galera://{name}", "SELECT 1", effect, must_succeed=False,
-                wait=f"synced:{name}")
+                wait=f"synced:{name}", wait_timeout=timeout)
 
 
-def _no_silent_members(ctx: Context, absent: list[str]) -> None:
-    """Nothing is bootstrapped beside a member alive but silent: it may hold a component
-    of its own, and its data directory is in use."""
-    silent = [n for n in absent if ctx.positions[n].alive]
-    if silent:
-        p = ctx.positions[silent[0]]
+def _no_live_members(ctx: Context, absent: list[str]) -> None:
+    """Nothing is bootstrapped beside a member whose server still starts: it may join a
+    component of its own, and its data directory is in use. (Silent members, stopped,
+    stuck or hung, are settled before any planning: ``_plan_silent``.)"""
+    live = [n for n in absent if ctx.positions[n].alive]
+    if live:
+        p = ctx.positions[live[0]]
         raise Refused(
-            f"{', '.join(silent)}: {p.source}; a bootstrap beside it could make a second "
+            f"{', '.join(live)}: {p.source}; a bootstrap beside it could make a second "
             "Primary component, and no start or --wsrep-recover may run beside its data "
-            "directory. Wait for it to answer, or stop it (kill -9 its mariadbd), then run "
-            "this again")
+            f"directory. Wait for it to answer (it is given {STARTING_GRACE}s to start), or "
+            "stop it (kill -9 its mariadbd), then run this again")
+
+
+def answers(node: Controller) -> str:
+    """Shell: true when the node's server greets a client within 2 s (MariaDB speaks
+    first). A frozen server's kernel still accepts the connection, so a connect alone
+    proves nothing."""
+    assert node.galera is not None
+    probe = (f"exec 3<>/dev/tcp/{node.address}/{node.galera.port} && "
+             '[ -n "$(head -c 4 <&3 | od -An -tx1)" ]')
+    return quote("timeout 2 bash -c %s 2>/dev/null", probe)
+
+
+def _plan_silent(ctx: Context, result: GaleraPlan, silent: list[str]) -> None:
+    """Members alive but silent are settled first: each is given SILENT_GRACE to answer,
+    then killed, so the next round recovers it as a crashed member (its position, IST).
+    No second server is ever started beside one that still holds the data directory."""
+    for n in silent:
+        p = ctx.positions[n]
+        g = ctx.nodes[n].galera
+        assert g is not None
+        if p.pid is None:
+            raise Refused(f"{n}: {p.source}, and its pid is unknown: stop it by hand")
+        age = f", {p.age}s old" if p.age is not None else ""
+        result.silent.append(Silent(n, p.pid, process_state(p.pstate) + age,
+                                    ctx.obs.view.errors.get(n, "")))
+        result.steps.append(Step(
+            g.target, await_or_kill(p.pid, answers(ctx.nodes[n]), f"{n}'s mariadbd"),
+            f"{n} answers again, or its mariadbd (pid {p.pid}) is killed so it can be "
+            "recovered as a crashed member", timeout=SILENT_GRACE + 45))
 
 
 def _choose(ctx: Context, candidates: list[str]) -> tuple[str, str, list[str]]:
@@ -638,20 +714,22 @@ def _plan_degraded(ctx: Context, result: GaleraPlan) -> None:
         result.notes.append(f"{', '.join(stuck)} answer but are outside the Primary "
                             "component; they normally rejoin by themselves once they "
                             "can reach it, so they are only awaited")
-    silent = [n for n in down if ctx.positions[n].alive]
-    if silent:
-        result.notes.append(f"{', '.join(silent)}: alive but not answering; not started "
-                            "again, only awaited (a second server would abort on its port)")
-    dead = [n for n in down if n not in silent]
+    starting = [n for n in down if ctx.positions[n].alive]
+    if starting:
+        result.notes.append(f"{', '.join(starting)}: starting (alive, young, not yet "
+                            "answering); not started again, only awaited (a second server "
+                            "would abort on its port)")
+    dead = [n for n in down if n not in starting]
     result.steps = _joiner_steps(ctx, dead, cluster_uuid)
-    result.steps += [_await(n, f"{n} answers and is Synced in the component") for n in silent]
+    result.steps += [_await(n, f"{n} answers and is Synced in the component",
+                            timeout=STARTING_GRACE) for n in starting]
     result.steps += [_await(n, f"{n} is back in the component") for n in stuck]
 
 
 def _plan_non_primary(ctx: Context, result: GaleraPlan) -> None:
     survivors = [n for n in ctx.order if ctx.state(n) is not None]
     absent = [n for n in ctx.order if n not in survivors]
-    _no_silent_members(ctx, absent)
+    _no_live_members(ctx, absent)
     best, result.why, notes = _choose(ctx, ctx.order)
     result.notes += notes
     result.bootstrap = best
@@ -681,7 +759,7 @@ def _plan_non_primary(ctx: Context, result: GaleraPlan) -> None:
 
 
 def _plan_full_outage(ctx: Context, result: GaleraPlan) -> None:
-    _no_silent_members(ctx, ctx.order)
+    _no_live_members(ctx, ctx.order)
     best, result.why, notes = _choose(ctx, ctx.order)
     result.notes += notes
     result.bootstrap = best
@@ -729,8 +807,13 @@ def plan(site: Site, obs: Observation, *, force_node: str | None = None,
         return result
     deferred = {p.node for p in obs.positions.values() if p.deferred}
     ctx = Context(site, nodes, obs, force_node, frozenset(discard))
+    silent = [n for n in nodes if (p := obs.positions.get(n)) is not None and p.silent]
     try:
-        PLANNERS[situation](ctx, result)
+        if silent:
+            result.situation = "members alive but silent"
+            _plan_silent(ctx, result, silent)
+        else:
+            PLANNERS[situation](ctx, result)
     except Refused as refusal:
         if refusal.unknown and refusal.unknown <= deferred:
             result.pending = (f"the position of {', '.join(sorted(refusal.unknown))} comes from "
@@ -771,8 +854,9 @@ def recover(site: Site, *, force_node: str | None = None, discard: Collection[st
     if PROCEDURE.rehearse("recover"):
         return PROCEDURE.rehearsed(GaleraPlan)
     started = time.monotonic()
-    the_plan = plan(site, observe(site), force_node=force_node, discard=discard)
-    execute(site, the_plan, journal=journal)
+    the_plan = rounds(lambda: plan(site, observe(site), force_node=force_node,
+                                   discard=discard),
+                      lambda p: execute(site, p, journal=journal))
     if journal is not None:
         journal.event("recovery.seconds", procedure="galera",
                       seconds=round(time.monotonic() - started, 2))

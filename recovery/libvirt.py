@@ -10,6 +10,7 @@ In a dry run the procedure is shown in words instead (``PROCEDURE``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,20 @@ from chaos import dryrun, probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Compute, Site
 from chaos.journal import Journal
-from chaos.steps import Step
+from chaos.services.libvirt import libvirtd_pid
+from chaos.steps import ALIVE, PROC_INFO, Step
 from chaos.targets import host_target
 from chaos.targets.base import quote
 from chaos.targets.docker import parse as parse_docker
-from recovery.plan import Plan, Procedure
+from recovery.plan import (
+    SILENT_GRACE,
+    Plan,
+    Procedure,
+    Silent,
+    await_or_kill,
+    process_state,
+    rounds,
+)
 from recovery.plan import execute as run_plan
 
 PROCEDURE = Procedure(
@@ -38,12 +48,30 @@ PROCEDURE = Procedure(
     final="all:", final_timeout=60)
 
 
+# libvirtd's first start probes QEMU's capabilities (~9 s of CPU here); younger than
+# this, running or sleeping, and not answering yet, it is starting (awaited)
+STARTING_GRACE = 60
+
+
 @dataclass(frozen=True)
 class HostState:
     host: str
     container: str  # running, exited, absent, or unknown: why
     answers: bool  # libvirt answers at its URI
     domains: list[probes.DomainIdentity]
+    # where libvirtd runs but does not answer: its pid, /proc state letter, age (seconds)
+    pid: int | None = None
+    pstate: str = ""
+    age: int | None = None
+    error: str = ""  # what the call to libvirt said
+
+    @property
+    def silent(self) -> bool:
+        """libvirtd alive but not answering, and not merely starting."""
+        if self.answers or self.pid is None:
+            return False
+        return not (self.pstate in ("R", "S") and self.age is not None
+                    and self.age < STARTING_GRACE)
 
 
 def _computes(site: Site, only: str | None) -> list[Compute]:
@@ -108,19 +136,60 @@ def observe(site: Site, *, only: str | None = None,
             container = _container_state(site, host)
         except HarnessError as exc:
             container = f"unknown: {exc}"
+        error = ""
         try:
             found = probes.domains(site, host.name, timeout=3)
             answers = True
-        except Exception:  # libvirt not answering is what we are here to fix
-            found, answers = [], False
-        states[host.name] = HostState(host.name, container, answers, found)
+        except Exception as exc:  # libvirt not answering is what we are here to fix
+            found, answers, error = [], False, str(exc)
+        pid, pstate, age = (None, "", None)
+        if container == "running" and not answers:
+            pid, pstate, age = _libvirtd_process(site, host)
+        states[host.name] = HostState(host.name, container, answers, found, pid, pstate, age,
+                                      error)
     return states
+
+
+def _libvirtd_process(site: Site, host: Compute) -> tuple[int | None, str, int | None]:
+    """libvirtd's pid, /proc state letter and age, read on the host (read only)."""
+    assert host.libvirt is not None
+    if host.docker is None:
+        return None, "", None
+    script = (ALIVE + PROC_INFO + libvirtd_pid(host.docker.socket, host.libvirt.container)
+              + ' && alive "$pid" && echo PID "$pid" $(procinfo "$pid")')
+    try:
+        out = host_target(site, host.name, need="read libvirtd's process state").run(
+            script, timeout=15).stdout
+    except HarnessError:
+        return None, "", None
+    found = re.search(r"^PID (\d+) (\S+) (-?\d+)", out, re.M)
+    return (int(found[1]), found[2], int(found[3])) if found else (None, "", None)
 
 
 def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None = None) -> Plan:
     if PROCEDURE.rehearse("plan", on=force_node):
         return PROCEDURE.rehearsed(Plan)
     result = Plan("libvirt", "healthy")
+    silent = [h for h in _computes(site, force_node) if observed[h.name].silent]
+    if silent:
+        # a frozen or hung libvirtd holds its socket and answers nobody: "start" does
+        # nothing to a running container. Given time, then killed (only libvirtd: VMs
+        # that left its cgroups live on), the next round restarts it as crashed.
+        result.situation = "libvirtd alive but silent"
+        for host in silent:
+            state = observed[host.name]
+            assert host.libvirt is not None and state.pid is not None
+            result.silent.append(Silent(host.name, state.pid, process_state(state.pstate)
+                                        + (f", {state.age}s old" if state.age is not None
+                                           else ""), state.error[:120]))
+            answers = quote("timeout 3 virsh -c %s version >/dev/null 2>&1", host.libvirt.uri)
+            where = host_target(site, host.name, need="kill its silent libvirtd").url
+            result.steps.append(Step(where, await_or_kill(state.pid, answers,
+                                                          f"libvirtd on {host.name}"),
+                                     f"libvirt on {host.name} answers again, or libvirtd "
+                                     f"(pid {state.pid}) is killed so it restarts",
+                                     timeout=SILENT_GRACE + 45))
+        return result
     for host in _computes(site, force_node):
         state = observed[host.name]
         if state.container == "running" and state.answers:
@@ -179,9 +248,8 @@ def recover(site: Site, *, only: str | None = None,
             journal: Journal | None = None) -> Plan:
     if PROCEDURE.rehearse("recover", on=only):
         return PROCEDURE.rehearsed(Plan)
-    the_plan = plan(site, observe(site, only=only), force_node=only)
-    execute(site, the_plan, journal=journal)
-    return the_plan
+    return rounds(lambda: plan(site, observe(site, only=only), force_node=only),
+                  lambda p: execute(site, p, journal=journal))
 
 
 def start_stopped_domains(site: Site, host_name: str) -> list[str]:

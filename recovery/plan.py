@@ -18,6 +18,54 @@ from chaos.wait import wait_for
 
 Condition = Callable[[Site, str], tuple[bool, object]]
 
+# how long a member alive but not answering is given to answer again before it is killed:
+# longer than a failure detector (Galera's evs.inactive_timeout is 15 s by default), short
+# enough for a 3 a.m. runbook
+SILENT_GRACE = 20.0
+
+# /proc/PID/stat state letters, in an operator's words
+PROCESS_STATES = {
+    "R": "running", "S": "sleeping", "D": "stuck in uninterruptible I/O (D)",
+    "T": "stopped by a signal (T)", "t": "stopped by a tracer (t)", "Z": "zombie",
+    "I": "idle",
+}
+
+
+def process_state(letter: str) -> str:
+    return PROCESS_STATES.get(letter, f"state {letter or '?'}")
+
+
+@dataclass(frozen=True)
+class Silent:
+    """A member whose process is alive but which does not answer: the gray failure no
+    kill ever restarts. What was seen, so the plan can say which and why."""
+
+    name: str
+    pid: int
+    state: str  # the /proc state, in words
+    reason: str  # what the last look at it said (the probe's error)
+
+    def describe(self) -> str:
+        return (f"{self.name}: process {self.pid} alive ({self.state}) but not answering"
+                + (f": {self.reason}" if self.reason else ""))
+
+
+def await_or_kill(pid: int, answers: str, what: str, grace: float = SILENT_GRACE) -> str:
+    """Shell: give a silent member ``grace`` seconds to answer (``answers`` is a shell test),
+    then SIGKILL it (SIGTERM does nothing to a stopped process) and wait, bounded, until it
+    is gone. Prints ANSWERED, GONE or KILLED; fails if it outlives the kill (a process stuck
+    in D state dies only when its I/O returns)."""
+    from chaos.steps import ALIVE
+
+    rounds = max(1, int(grace))
+    return (ALIVE + f"i=0; while [ $i -lt {rounds} ]; do "
+            f"if {answers}; then echo ANSWERED; exit 0; fi; "
+            f"if ! alive {pid}; then echo GONE; exit 0; fi; sleep 1; i=$((i+1)); done; "
+            f"kill -s KILL {pid} 2>/dev/null; j=0; "
+            f"while alive {pid} && [ $j -lt 150 ]; do sleep 0.2; j=$((j+1)); done; "
+            f"if alive {pid}; then echo '{what}: still alive after SIGKILL' >&2; exit 1; fi; "
+            "echo KILLED")
+
 # the situation of a plan made in a dry run: known only once the faults are in place
 AT_RUN_TIME = "known at run time"
 
@@ -33,6 +81,15 @@ class Plan:
     # a dry run could not decide: what the real run learns first (never executed)
     pending: str | None = None
     notes: list[str] = field(default_factory=list)
+    # members alive but silent: the steps only settle them (answer, or killed), and the
+    # procedure then observes again and plans the rest (``replan``)
+    silent: list[Silent] = field(default_factory=list)
+    # silent members settled in earlier rounds of the same recovery (see ``rounds``)
+    settled: list[Silent] = field(default_factory=list)
+
+    @property
+    def replan(self) -> bool:
+        return bool(self.silent) and not self.refused
 
     def details(self) -> list[str]:
         """Procedure-specific lines shown before the steps (e.g. Galera's positions)."""
@@ -43,6 +100,11 @@ class Plan:
         if self.bootstrap:
             lines.append(f"chosen node: {self.bootstrap} ({self.why})")
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"silent: {m.describe()}" for m in self.silent]
+        if self.replan:
+            lines.append(f"each silent member is given {SILENT_GRACE:.0f}s to answer, then "
+                         "killed (SIGKILL); then the procedure observes again and plans the "
+                         "rest")
         if self.refused:
             lines.append(f"REFUSED: {self.refused}")
         elif self.pending:
@@ -129,5 +191,30 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
         except HarnessError as exc:
             event("recovery.failed", procedure=plan.procedure, error=str(exc))
             raise RecoveryError(f"{plan.procedure}: step failed: {step.effect}: {exc}") from exc
+    if plan.replan:
+        event("recovery.replan", procedure=plan.procedure,
+              silent=[m.name for m in plan.silent])
+        return
     wait_for(partial(condition, site, final), what=final, timeout=final_timeout, interval=0.1)
     event("recovery.done", procedure=plan.procedure)
+
+
+ROUNDS = 3
+
+
+def rounds(observe_and_plan: Callable[[], P], run: Callable[[P], None],
+           show: Callable[[P], None] | None = None) -> P:
+    """Observe, plan and run, again while a plan only settled silent members (bounded:
+    ``ROUNDS``). Returns the last plan."""
+    settled: list[Silent] = []
+    for _ in range(ROUNDS):
+        plan = observe_and_plan()
+        plan.settled = list(settled)
+        if show is not None:
+            show(plan)
+        run(plan)
+        if not plan.replan:
+            return plan
+        settled += plan.silent
+    raise RecoveryError(f"{plan.procedure}: members still silent after {ROUNDS} rounds: "
+                        + ", ".join(m.name for m in plan.silent))

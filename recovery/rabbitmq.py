@@ -22,16 +22,35 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from chaos import probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Controller, Site
 from chaos.journal import Journal
-from chaos.steps import ALIVE, Step, restart_log, start_unless_running
+from chaos.steps import (
+    ALIVE,
+    PROC_INFO,
+    Step,
+    port_released,
+    restart_log,
+    start_unless_running,
+)
 from chaos.targets import for_url
 from chaos.targets.base import quote
-from recovery.plan import Plan, Procedure
+from recovery.plan import (
+    SILENT_GRACE,
+    Plan,
+    Procedure,
+    Silent,
+    await_or_kill,
+    process_state,
+    rounds,
+)
 from recovery.plan import execute as run_plan
+
+# a live beam younger than this that is running or sleeping is taken to be booting
+STARTING_GRACE = 120
 
 PROCEDURE = Procedure(
     "rabbitmq",
@@ -60,6 +79,23 @@ class NodeState:
     quorum_data: bool | None = None
     # its metadata store is Khepri (RabbitMQ 4.x, feature flag khepri_db)
     khepri: bool | None = None
+    # a live process: its pid, /proc state letter and age in seconds
+    pid: int | None = None
+    pstate: str = ""
+    age: int | None = None
+
+    @property
+    def silent(self) -> bool:
+        """Alive but not answering, and not merely booting (a cold start takes 11-16 s
+        here): stopped (T), stuck (D), or hung past STARTING_GRACE."""
+        if self.answers or not self.process_alive:
+            return False
+        booting = self.pstate in ("R", "S") and self.age is not None and self.age < STARTING_GRACE
+        return not booting
+
+    def process_words(self) -> str:
+        age = f", {self.age}s old" if self.age is not None else ""
+        return f"{process_state(self.pstate)}{age}"
 
     def lost_data(self) -> str | None:
         """Why this node cannot be trusted with its own data, or None."""
@@ -89,23 +125,30 @@ def _inspect(site: Site, c: Controller, answers: bool) -> NodeState:
     assert r is not None
     mnesia = _mnesia(c)
     alive = has_data = None
+    pid: int | None = None
+    pstate, age = "", None
     at_shutdown = None
     try:
         target = for_url(r.target, site)
         script = ""
         if r.pidfile:
-            script += ALIVE + quote("alive \"$(cat %s 2>/dev/null)\" && echo ALIVE; ", r.pidfile)
+            script += ALIVE + PROC_INFO + quote(
+                "p=$(cat %s 2>/dev/null); alive \"$p\" && echo ALIVE \"$p\" $(procinfo \"$p\"); ",
+                r.pidfile)
         if mnesia:
             script += _data_script(mnesia, r.node)
         if script:
             out = target.run(script, timeout=15).stdout
             alive = "ALIVE" in out if r.pidfile else None
+            found = re.search(r"^ALIVE (\d+) (\S+) (-?\d+)", out, re.M)
+            if found:
+                pid, pstate, age = int(found[1]), found[2], int(found[3])
             if mnesia:
                 has_data, at_shutdown, members, quorum, khepri = parse_data(out)
     except HarnessError:
         pass  # unknown stays None: the plan says so
     return NodeState(c.name, r.node, answers, alive, has_data, at_shutdown, members, quorum,
-                     khepri)
+                     khepri, pid, pstate, age)
 
 
 def _data_script(mnesia: str, node: str) -> str:
@@ -169,10 +212,19 @@ class RabbitPlan(Plan):
 # -- planning (pure) -------------------------------------------------------------------
 
 
+def _released(c: Controller) -> str:
+    """A beam still shutting down keeps its listeners and its name, and a new one dies
+    with eaddrinuse (measured after a thawed node's restart): wait for the AMQP port."""
+    r = c.rabbitmq
+    assert r is not None
+    return port_released(c.address, r.amqp_port)
+
+
 def _start(c: Controller, effect: str) -> Step:
     r = c.rabbitmq
     assert r is not None and r.start and r.pidfile
-    return Step(r.target, start_unless_running(r.pidfile, r.start, restart_log(r.pidfile)),
+    return Step(r.target, _released(c)
+                + start_unless_running(r.pidfile, r.start, restart_log(r.pidfile)),
                 effect, wait=f"running:{c.name}", wait_timeout=120)
 
 
@@ -385,6 +437,37 @@ def _plan_members_down(ctx: Context, result: RabbitPlan) -> None:
     result.steps += [_grow(ctx.nodes[n]) for n in down + strangers]
 
 
+def answers(c: Controller) -> str:
+    """Shell: true when the node's management listener answers HTTP within 2 s (any
+    status, a 401 included). A frozen beam's kernel still accepts the connection."""
+    r = c.rabbitmq
+    assert r is not None
+    if r.management_port is None:
+        probe = (f"exec 3<>/dev/tcp/{c.address}/{r.amqp_port} && printf 'AMQP\\0\\0\\11\\1' >&3 "
+                 '&& [ -n "$(head -c 1 <&3 | od -An -tx1)" ]')
+        return quote("timeout 2 bash -c %s 2>/dev/null", probe)
+    return quote("curl -s -o /dev/null -m 2 %s", f"http://{c.address}:{r.management_port}/")
+
+
+def _plan_silent(silent: list[str], ctx: Context, result: RabbitPlan) -> None:
+    """Members alive but silent are settled first: each is given SILENT_GRACE to answer,
+    then its beam is killed, so the next round restarts it as a crashed node. A stop
+    (SIGTERM) would do nothing to a stopped beam, and a start beside it dies on its name."""
+    for n in silent:
+        state = ctx.states[n]
+        r = ctx.nodes[n].rabbitmq
+        assert r is not None
+        if state.pid is None:
+            raise Refused(f"{n}: alive but not answering, and its pid is unknown: stop it "
+                          "by hand")
+        result.silent.append(Silent(n, state.pid, state.process_words(),
+                                    ctx.view.errors.get(n, "")))
+        result.steps.append(Step(
+            r.target, await_or_kill(state.pid, answers(ctx.nodes[n]), f"{n}'s beam"),
+            f"{n} answers again, or its beam (pid {state.pid}) is killed so it restarts as a "
+            "crashed node", timeout=SILENT_GRACE + 45))
+
+
 def _plan_queues(ctx: Context, result: RabbitPlan) -> None:
     missing = {m for members in ctx.view.queues_missing_members().values() for m in members}
     result.steps = [_grow(ctx.nodes[n]) for n in ctx.order if ctx.states[n].node in missing]
@@ -419,7 +502,12 @@ def plan(site: Site, observed: tuple[probes.RabbitView, dict[str, NodeState]], *
     ctx = Context(nodes, view, states, force_node)
     if view.healthy() and not ctx.lost():
         return result
-    result.situation, planner = classify(ctx)
+    silent = [n for n in ctx.order if states[n].silent]
+    planner: Callable[[Context, RabbitPlan], None]
+    if silent:
+        result.situation, planner = "members alive but silent", partial(_plan_silent, silent)
+    else:
+        result.situation, planner = classify(ctx)
     try:
         planner(ctx, result)
     except Refused as refusal:
@@ -458,6 +546,5 @@ def recover(site: Site, *, force_node: str | None = None,
             journal: Journal | None = None) -> RabbitPlan:
     if PROCEDURE.rehearse("recover"):
         return PROCEDURE.rehearsed(RabbitPlan)
-    the_plan = plan(site, observe(site), force_node=force_node)
-    execute(site, the_plan, journal=journal)
-    return the_plan
+    return rounds(lambda: plan(site, observe(site), force_node=force_node),
+                  lambda p: execute(site, p, journal=journal))

@@ -99,3 +99,23 @@ def with_libvirt(uri: str, work: Callable[[Any], T], *, timeout: float, what: st
         message = exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
         raise ServiceError(f"libvirt at {uri}: {what}: {message}") from exc
     return cast(T, box["value"])
+
+
+def libvirtd_pid(docker_socket: str, container: str) -> str:
+    """Shell run on the compute host: sets ``$pid`` to libvirtd's pid in the host's PID
+    namespace (the libvirt container's main process), or fails. ``container`` is the
+    inventory's ``docker://HOST/NAME`` or ``k8s://NAMESPACE/…`` (the pod's container
+    named ``libvirt``, found on the node's docker by the kubelet's labels)."""
+    from chaos.targets.base import quote
+
+    docker = quote("docker -H %s ", docker_socket)
+    inspect = quote("inspect -f %s", "{{.State.Pid}}")
+    if container.startswith("k8s://"):
+        namespace = container.removeprefix("k8s://").split("/", 1)[0]
+        found = docker + quote("ps -q --filter label=io.kubernetes.pod.namespace=%s "
+                               "--filter label=io.kubernetes.container.name=libvirt",
+                               namespace)
+        ident = f"id=$({found} | head -n 1) && [ -n \"$id\" ] && "
+        return ident + f"pid=$({docker}{inspect} \"$id\") && [ \"$pid\" -gt 0 ]"
+    name = container.rsplit("/", 1)[-1]
+    return f"pid=$({docker}{inspect} {quote('%s', name)}) && [ \"$pid\" -gt 0 ]"

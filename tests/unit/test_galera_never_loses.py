@@ -23,8 +23,14 @@ from tests.unit.test_recovery_plans import OTHER, UUID, down, observation, site,
 
 def silent(node: str) -> Position:
     return Position(node, False, None, None, None,
-                    "process 4242 alive but not answering SQL (frozen, stuck or starting)",
-                    alive=True)
+                    "process 4242 alive (stopped by a signal (T), 300s old) but not answering "
+                    "SQL", alive=True, pid=4242, pstate="T", age=300)
+
+
+def starting(node: str) -> Position:
+    return Position(node, False, None, None, None,
+                    "process 4243 alive (sleeping, 8s old) but not answering SQL", alive=True,
+                    pid=4243, pstate="S", age=8)
 
 
 def unreachable(node: str) -> Position:
@@ -86,14 +92,27 @@ def test_non_primary_with_an_unreachable_member_is_refused_unless_named() -> Non
     assert "pc.bootstrap=YES" in forced.steps[0].command
 
 
-def test_non_primary_beside_a_member_alive_but_silent_is_refused_even_when_named() -> None:
+def test_a_member_alive_but_silent_is_settled_before_anything_is_bootstrapped() -> None:
     obs = observation(silent("ctl1"), down("ctl2", 20), up("ctl3", 21, "non-Primary", 1))
     for force in (None, "ctl3"):
         plan = galera.plan(site(), obs, force_node=force)
-        assert plan.refused is not None and plan.steps == []
-        assert plan.refused.startswith("ctl1: process 4242 alive but not answering SQL")
-        assert "second Primary component" in plan.refused
-        assert "stop it (kill -9 its mariadbd), then run this again" in plan.refused
+        assert plan.refused is None and plan.situation == "members alive but silent"
+        assert plan.bootstrap is None and plan.replan
+        (settle,) = plan.steps
+        assert "10.0.0.1" in settle.target and "kill -s KILL 4242" in settle.command
+        assert "/dev/tcp/10.0.0.1/3306" in settle.command  # answers = the server greets
+        assert not any("pc.bootstrap" in s.command for s in plan.steps)
+        text = plan.render()
+        assert "silent: ctl1: process 4242 alive (stopped by a signal (T), 300s old)" in text
+        assert "given 20s to answer, then killed (SIGKILL)" in text
+
+
+def test_non_primary_beside_a_member_still_starting_is_refused() -> None:
+    obs = observation(starting("ctl1"), down("ctl2", 20), up("ctl3", 21, "non-Primary", 1))
+    plan = galera.plan(site(), obs, force_node="ctl3")
+    assert plan.refused is not None and plan.steps == []
+    assert plan.refused.startswith("ctl1: process 4243 alive (sleeping, 8s old)")
+    assert "second Primary component" in plan.refused
 
 
 def test_survivor_most_advanced_is_bootstrapped_in_place_and_the_dead_join_by_ist() -> None:
@@ -175,12 +194,19 @@ def test_a_stopped_node_ahead_of_the_running_component_is_refused() -> None:
                                    "running Primary component (ctl3, seqno 60)")
 
 
-def test_degraded_member_alive_but_silent_is_awaited_not_started_twice() -> None:
+def test_degraded_member_still_starting_is_awaited_not_started_twice() -> None:
     plan = galera.plan(site(), observation(up("ctl1", 40, size=2), up("ctl2", 40, size=2),
-                                           silent("ctl3")))
-    assert plan.refused is None
+                                           starting("ctl3")))
+    assert plan.refused is None and not plan.replan
     assert not starts(plan)
     assert [s.wait for s in plan.steps] == ["synced:ctl3"]
+
+
+def test_degraded_member_frozen_is_settled_then_replanned() -> None:
+    plan = galera.plan(site(), observation(up("ctl1", 40, size=2), up("ctl2", 40, size=2),
+                                           silent("ctl3")))
+    assert plan.replan and not starts(plan)
+    assert "kill -s KILL 4242" in plan.steps[0].command
 
 
 def test_every_start_is_guarded_by_the_pidfile() -> None:
@@ -243,7 +269,7 @@ def test_a_plan_that_needs_wsrep_recover_is_pending_in_a_dry_run_not_refused() -
 
 def test_a_dry_run_still_shows_a_refusal_that_does_not_depend_on_the_unknown() -> None:
     deferred = Position("ctl2", False, UUID, None, False, "seqno -1", deferred=True)
-    plan = galera.plan(site(), observation(silent("ctl1"), deferred, down("ctl3", 9)))
+    plan = galera.plan(site(), observation(starting("ctl1"), deferred, down("ctl3", 9)))
     assert plan.refused is not None and plan.pending is None
 
 
@@ -342,7 +368,8 @@ def test_a_live_process_holding_the_data_directory_is_seen_without_a_pidfile(
             time.sleep(0.05)
         position, marker = observe_one(tmp_path, datadir, read_only=False)
         assert position.alive is True and position.seqno is None
-        assert position.source.startswith(f"process {holder.pid} alive but not answering")
+        assert position.source.startswith(f"process {holder.pid} alive (sleeping")
+        assert position.pid == holder.pid and position.pstate == "S" and position.starting
         assert not marker.exists()  # never --wsrep-recover beside a live server
     finally:
         holder.kill()
@@ -357,3 +384,34 @@ def test_a_live_pidfile_process_is_alive(tmp_path: Path) -> None:
     pidfile.write_text(str(os.getpid()))
     position, marker = observe_one(tmp_path, datadir, read_only=False, pidfile=str(pidfile))
     assert position.alive is True and not marker.exists()
+
+
+# -- a silent member is given time, then killed: run for real on a stopped process ----------
+
+
+def test_await_or_kill_kills_a_stopped_process_that_never_answers() -> None:
+    from recovery.plan import await_or_kill
+
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        os.kill(victim.pid, 19)  # SIGSTOP: SIGTERM would do nothing now
+        script = await_or_kill(victim.pid, "false", "the sleeper", grace=1)
+        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip() == "KILLED", out
+        assert victim.wait(timeout=5) == -9
+    finally:
+        victim.kill()
+        victim.wait(timeout=5)
+
+
+def test_await_or_kill_leaves_a_member_that_answers() -> None:
+    from recovery.plan import await_or_kill
+
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        script = await_or_kill(victim.pid, "true", "the sleeper", grace=5)
+        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "ANSWERED" and victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait(timeout=5)

@@ -256,3 +256,33 @@ def test_all_stopped_the_last_stopped_node_was_wiped_the_next_latest_force_boots
         ctl3=stopped("ctl3", data=False)), force_node="ctl1")
     assert refused.refused is not None
     assert refused.refused.startswith("--node ctl1: ctl1 stopped before ctl2")
+
+
+# -- issue 13: a member alive but silent ----------------------------------------------------
+
+
+def test_a_frozen_beam_is_given_time_then_killed_and_the_procedure_plans_again() -> None:
+    two = state(["ctl1", "ctl2"])
+    frozen = NodeState("ctl3", NODES["ctl3"], False, True, True, None, list(NODES.values()),
+                       True, False, 4321, "T", 600)
+    plan = rabbitmq.plan(site(), (view({"ctl1": two, "ctl2": two, "ctl3": None}),
+                                  {"ctl1": node("ctl1", True), "ctl2": node("ctl2", True),
+                                   "ctl3": frozen}))
+    assert plan.situation == "members alive but silent" and plan.replan
+    (settle,) = plan.steps
+    assert "kill -s KILL 4321" in settle.command and "10.0.0.3" in settle.target
+    assert "curl -s -o /dev/null -m 2 http://10.0.0.3:15672/" in settle.command
+    assert "silent: ctl3: process 4321 alive (stopped by a signal (T), 600s old)" in plan.render()
+
+
+def test_a_booting_beam_is_not_silent_and_a_start_waits_for_its_port() -> None:
+    two = state(["ctl1", "ctl2"])
+    booting = NodeState("ctl3", NODES["ctl3"], False, True, True, None, list(NODES.values()),
+                        True, False, 4321, "S", 5)
+    plan = rabbitmq.plan(site(), (view({"ctl1": two, "ctl2": two, "ctl3": None}),
+                                  {"ctl1": node("ctl1", True), "ctl2": node("ctl2", True),
+                                   "ctl3": booting}))
+    assert not plan.replan and plan.situation == "crashed with data: ctl3"
+    start = plan.steps[0]
+    # the old instance's listener must be gone before a new one starts (eaddrinuse)
+    assert start.command.index("ss -Hltn") < start.command.index("setsid")
