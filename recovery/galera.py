@@ -637,9 +637,13 @@ def _choose(ctx: Context, candidates: list[str]) -> tuple[str, str, list[str]]:
                       "bootstrap an empty cluster over lost data")
     top_seqno = max(positions[n].seqno for n in with_history)  # type: ignore[type-var]
     ties = [n for n in with_history if positions[n].seqno == top_seqno]
-    best = min(ties, key=ctx.order.index)
+    # among equals a survivor wins (bootstrapped in place, nothing stopped), then the
+    # inventory's order
+    best = min(ties, key=lambda n: (not positions[n].running, ctx.order.index(n)))
+    survivor_won = positions[best].running and any(not positions[t].running for t in ties)
     why = (f"highest seqno {top_seqno} of cluster {uuids[0]}"
-           + (f"; tie with {', '.join(t for t in ties if t != best)} broken by inventory order"
+           + (f"; tie with {', '.join(t for t in ties if t != best)} broken "
+              + ("in favour of a survivor" if survivor_won else "by inventory order")
               if len(ties) > 1 else ""))
     empties = [n for n in candidates if positions[n].empty]
     if empties:

@@ -415,3 +415,11 @@ def test_await_or_kill_leaves_a_member_that_answers() -> None:
     finally:
         victim.kill()
         victim.wait(timeout=5)
+
+
+def test_a_tie_between_a_survivor_and_a_stopped_node_goes_to_the_survivor() -> None:
+    # seen on the Kubernetes tier: nothing was written after the kills, all at one seqno
+    plan = galera.plan(site(), observation(down("ctl1", 943), down("ctl2", 943),
+                                           up("ctl3", 943, "non-Primary", 1)))
+    assert plan.bootstrap == "ctl3" and "pc.bootstrap=YES" in plan.steps[0].command
+    assert "broken in favour of a survivor" in plan.why
