@@ -256,6 +256,13 @@ def _position_script(node: Controller, *, read_only: bool) -> str:
                     "p=${p%%%%/*}; if alive \"$p\"; then echo ALIVE \"$p\" $(procinfo \"$p\"); "
                     "exit 0; fi; done; ",
                     datadir)
+    # a server just started (by `chaos heal`, a kubelet, an operator) has neither
+    # written its pidfile nor opened ibdata1 yet: a mariadbd naming the node's config or
+    # data directory on its command line is alive too (never --wsrep-recover beside it)
+    for mark in filter(None, (g.config, datadir)):
+        script += quote("for p in $(pgrep -f -- %s); do case \"$(cat /proc/$p/comm "
+                        "2>/dev/null)\" in mariadbd|mysqld|mariadb) if alive \"$p\"; then "
+                        "echo ALIVE \"$p\" $(procinfo \"$p\"); exit 0; fi;; esac; done; ", mark)
     script += quote("if [ -z \"$(ls -A %s 2>/dev/null)\" ]; then echo EMPTY-DATADIR; "
                     "exit 0; fi; ", datadir)
     script += quote("if [ -f %s ]; then cat %s; else echo NO-GRASTATE; fi; ", grastate, grastate)
@@ -527,9 +534,12 @@ def _rejoin(ctx: Context, result: GaleraPlan, joiners: list[str],
     return _joiner_steps(accepted, [n for n in joiners if n not in out_of_reach], uuid)
 
 
-def _await(name: str, effect: str, *, timeout: float = 90.0) -> Step:
-    return Step(f"galera://{name}", "SELECT 1", effect, must_succeed=False,
-                wait=f"synced:{name}", wait_timeout=timeout)
+def _await(ctx: Context, name: str, effect: str, *, timeout: float = 90.0) -> Step:
+    """Only wait for ``name`` to be Synced: the step's own command is a no-op on its host
+    (an SQL one would fail on a node that does not answer yet, which is why it is awaited)."""
+    g = ctx.nodes[name].galera
+    assert g is not None
+    return Step(g.target, "true", effect, wait=f"synced:{name}", wait_timeout=timeout)
 
 
 def _no_live_members(ctx: Context, absent: list[str]) -> None:
@@ -725,9 +735,9 @@ def _plan_degraded(ctx: Context, result: GaleraPlan) -> None:
                             "would abort on its port)")
     dead = [n for n in down if n not in starting]
     result.steps = _joiner_steps(ctx, dead, cluster_uuid)
-    result.steps += [_await(n, f"{n} answers and is Synced in the component",
+    result.steps += [_await(ctx, n, f"{n} answers and is Synced in the component",
                             timeout=STARTING_GRACE) for n in starting]
-    result.steps += [_await(n, f"{n} is back in the component") for n in stuck]
+    result.steps += [_await(ctx, n, f"{n} is back in the component") for n in stuck]
 
 
 def _plan_non_primary(ctx: Context, result: GaleraPlan) -> None:
@@ -744,7 +754,7 @@ def _plan_non_primary(ctx: Context, result: GaleraPlan) -> None:
                              "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'",
                              f"{best} forms a Primary component in place, with every survivor "
                              "connected to it", wait=f"primary:{best}", wait_timeout=30)]
-        result.steps += [_await(n, f"{n} is Synced in the component")
+        result.steps += [_await(ctx, n, f"{n} is Synced in the component")
                          for n in survivors if n != best]
         result.steps += _rejoin(ctx, result, [n for n in absent if n != best], uuid)
         return

@@ -4,6 +4,7 @@ procedure in words, which is what a dry run shows of it."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,13 +58,15 @@ def await_or_kill(pid: int, answers: str, what: str, grace: float = SILENT_GRACE
     in D state dies only when its I/O returns)."""
     from chaos.steps import ALIVE
 
-    rounds = max(1, int(grace))
-    return (ALIVE + f"i=0; while [ $i -lt {rounds} ]; do "
+    # a deadline, not a count: each look may itself take seconds on a hung member
+    return (ALIVE + f"end=$(( $(date +%s) + {max(1, int(grace))} )); "
+            "while [ $(date +%s) -lt $end ]; do "
             f"if {answers}; then echo ANSWERED; exit 0; fi; "
-            f"if ! alive {pid}; then echo GONE; exit 0; fi; sleep 1; i=$((i+1)); done; "
+            f"if ! alive {pid}; then echo GONE; exit 0; fi; sleep 1; done; "
             f"kill -s KILL {pid} 2>/dev/null; j=0; "
             f"while alive {pid} && [ $j -lt 150 ]; do sleep 0.2; j=$((j+1)); done; "
-            f"if alive {pid}; then echo '{what}: still alive after SIGKILL' >&2; exit 1; fi; "
+            f"if alive {pid}; then echo {shlex.quote(what + ': still alive after SIGKILL')} "
+            ">&2; exit 1; fi; "
             "echo KILLED")
 
 # the situation of a plan made in a dry run: known only once the faults are in place

@@ -213,19 +213,35 @@ class RabbitPlan(Plan):
 
 
 def _released(c: Controller) -> str:
-    """A beam still shutting down keeps its listeners and its name, and a new one dies
-    with eaddrinuse (measured after a thawed node's restart): wait for the AMQP port."""
+    """Shell: wait, bounded, until the old instance let go of what a new one needs: its
+    AMQP port and its name in epmd (a beam just stopped can still be registered; the new
+    one then dies at once with "register/listen error: eaddrinuse", measured after a
+    thawed node was restarted)."""
     r = c.rabbitmq
     assert r is not None
-    return port_released(c.address, r.amqp_port)
+    # the CLI prefix's environment (ERL_EPMD_PORT and friends), without its path part
+    env = r.cli.rsplit(";", 1)[0] + "; " if ";" in r.cli else ""
+    short = r.node.split("@", 1)[0]
+    epmd = (f"i=0; while [ $i -lt 60 ] && ({env}epmd -names 2>/dev/null) "
+            f"| grep -q {quote('%s', '^name ' + short + ' ')}; do sleep 0.5; i=$((i+1)); done; ")
+    return port_released(c.address, r.amqp_port) + epmd
 
 
 def _start(c: Controller, effect: str) -> Step:
+    """Start the node unless it runs; a start that still dies on the old instance's name
+    (eaddrinuse) within its first seconds is retried after the release, bounded: 3 tries."""
     r = c.rabbitmq
     assert r is not None and r.start and r.pidfile
-    return Step(r.target, _released(c)
-                + start_unless_running(r.pidfile, r.start, restart_log(r.pidfile)),
-                effect, wait=f"running:{c.name}", wait_timeout=120)
+    log = restart_log(r.pidfile)
+    tried = quote("awk '/^chaos: start /{b=\"\"} {b=b $0 \"\\n\"} END{printf \"%%s\", b}' %s "
+                  "2>/dev/null | grep -q eaddrinuse", log)
+    once = (_released(c) + quote("echo \"chaos: start $(date +%%s)\" >> %s; ", log)
+            + start_unless_running(r.pidfile, r.start, log))
+    pid = quote("\"$(cat %s 2>/dev/null)\"", r.pidfile)
+    command = (ALIVE + f"t=0; while [ $t -lt 3 ]; do {once}; sleep 5; "
+               f"if {tried} && ! alive {pid}; then t=$((t+1)); else break; fi; done")
+    return Step(r.target, command, effect, wait=f"running:{c.name}", wait_timeout=120,
+                timeout=120)
 
 
 def _stop(c: Controller) -> Step:

@@ -395,7 +395,7 @@ def test_await_or_kill_kills_a_stopped_process_that_never_answers() -> None:
     victim = subprocess.Popen(["sleep", "60"])
     try:
         os.kill(victim.pid, 19)  # SIGSTOP: SIGTERM would do nothing now
-        script = await_or_kill(victim.pid, "false", "the sleeper", grace=1)
+        script = await_or_kill(victim.pid, "false", "the sleeper's pid", grace=1)
         out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and out.stdout.strip() == "KILLED", out
         assert victim.wait(timeout=5) == -9
