@@ -73,7 +73,7 @@ def _site(args: argparse.Namespace) -> tuple[Site, str]:
 def _fault(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from chaos.faults import Faults, plan
+    from chaos.faults import Faults, allow_everything, plan
     from chaos.inventory import Compute
 
     site, path = _site(args)
@@ -82,7 +82,7 @@ def _fault(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing was done")
         return EXIT_OK
-    allowed = {"galera": 99, "rabbitmq": 99, "controllers": 99} if args.allow_quorum_loss else {}
+    allowed = allow_everything() if args.allow_quorum_loss else {}
     context = {}
     host = site.host(args.node)
     if isinstance(host, Compute) and host.libvirt is not None:

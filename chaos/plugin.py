@@ -27,6 +27,7 @@ from chaos.faults import Faults, heal, sigterm_raises
 from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.ledger import Ledger
+from chaos.services import SERVICES
 from chaos.steps import Step
 from chaos.workload import Workload
 
@@ -90,12 +91,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "destructive: the scenario injects faults into the site")
+    clusters = "".join(f"{s.name}=0, " for s in SERVICES.clusters())
     config.addinivalue_line(
-        "markers", "blast_radius(galera=0, rabbitmq=0, controllers=0): the most members "
+        "markers", f"blast_radius({clusters}controllers=0): the most members "
         "of each cluster the scenario may take down at once")
     config.addinivalue_line(
         "markers", "requires(*services): skip on a site without every one of these "
-        "services (galera, rabbitmq, libvirt, docker)")
+        f"services ({', '.join(SERVICES)})")
     explicit = config.getoption("--inventory") or config.getini("chaos_inventory") or None
     config.stash[INVENTORY_KEY] = Path(explicit) if explicit else None
     report = config.getoption("--chaos-report-dir")
@@ -332,8 +334,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     site = loaded[0]
     if "controller" in wanted:
-        names = [c.name for c in site.controllers if c.galera or c.rabbitmq]
+        names = [c.name for c in site.controllers if SERVICES.on(c)]
         metafunc.parametrize("controller", names)
     if "compute" in wanted:
-        names = [c.name for c in site.computes if c.libvirt]
+        names = [c.name for c in site.computes if SERVICES["libvirt"].runs_on(c)]
         metafunc.parametrize("compute", names)

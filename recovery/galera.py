@@ -61,6 +61,7 @@ from chaos.journal import Journal
 from chaos.steps import (
     ALIVE,
     PROC_INFO,
+    Await,
     Step,
     detached,
     port_released,
@@ -451,7 +452,7 @@ class Context:
         return self.obs.view.states.get(name)
 
 
-def _start(node: Controller, *extra: str, effect: str, wait: str) -> Step:
+def _start(node: Controller, *extra: str, effect: str, wait: Await) -> Step:
     g = node.galera
     assert g is not None and g.start
     command = g.start + "".join(" " + shlex.quote(e) for e in extra)
@@ -506,7 +507,7 @@ def _joiner_steps(ctx: Context, joiners: list[str], cluster_uuid: str | None) ->
                 f"Find its position (mariadbd --wsrep-recover), or name it with "
                 f"--discard {name} to replace its data", unknown=[name])
         steps.append(_start(ctx.nodes[name], *extra, effect=f"{name} {how}",
-                            wait=f"synced:{name}"))
+                            wait=Await("synced", name)))
     return steps
 
 
@@ -529,7 +530,7 @@ def _rejoin(ctx: Context, result: GaleraPlan, joiners: list[str],
 
 def _await(name: str, effect: str, *, timeout: float = 90.0) -> Step:
     return Step(f"galera://{name}", "SELECT 1", effect, must_succeed=False,
-                wait=f"synced:{name}", wait_timeout=timeout)
+                wait=Await("synced", name), wait_timeout=timeout)
 
 
 def _no_live_members(ctx: Context, absent: list[str]) -> None:
@@ -668,7 +669,7 @@ def bootstrap_steps(ctx: Context, best: str, uuid: str | None) -> list[Step]:
     if chosen.known and chosen.seqno is not None and chosen.seqno >= 0 and uuid:
         extra.append(f"--wsrep-start-position={uuid}:{chosen.seqno}")
     steps.append(_start(ctx.nodes[best], *extra, effect=f"{best} bootstraps a new Primary "
-                        "component from its own data", wait=f"synced:{best}"))
+                        "component from its own data", wait=Await("synced", best)))
     return steps
 
 
@@ -739,7 +740,7 @@ def _plan_non_primary(ctx: Context, result: GaleraPlan) -> None:
         result.steps = [Step(f"galera://{best}",
                              "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'",
                              f"{best} forms a Primary component in place, with every survivor "
-                             "connected to it", wait=f"primary:{best}", wait_timeout=30)]
+                             "connected to it", wait=Await("primary", best), wait_timeout=30)]
         result.steps += [_await(n, f"{n} is Synced in the component")
                          for n in survivors if n != best]
         result.steps += _rejoin(ctx, result, [n for n in absent if n != best], uuid)
@@ -829,8 +830,8 @@ def plan(site: Site, obs: Observation, *, force_node: str | None = None,
 # -- acting ------------------------------------------------------------------------------
 
 
-def _condition(site: Site, condition: str) -> tuple[bool, str]:
-    kind, _, node = condition.partition(":")
+def _condition(site: Site, condition: Await) -> tuple[bool, str]:
+    kind, node = condition.kind, condition.node
     view = probes.galera(site, timeout=2.0)
     state = view.states.get(node)
     if kind == "primary":

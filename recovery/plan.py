@@ -13,10 +13,10 @@ from chaos import dryrun
 from chaos.errors import HarnessError, RecoveryError
 from chaos.inventory import Site
 from chaos.journal import Journal
-from chaos.steps import Step
+from chaos.steps import Await, Step
 from chaos.wait import wait_for
 
-Condition = Callable[[Site, str], tuple[bool, object]]
+Condition = Callable[[Site, Await], tuple[bool, object]]
 
 # how long a member alive but not answering is given to answer again before it is killed:
 # longer than a failure detector (Galera's evs.inactive_timeout is 15 s by default), short
@@ -117,6 +117,9 @@ class Plan:
 
 P = TypeVar("P", bound=Plan)
 
+# what a procedure waits for at the end unless it names its own
+EVERY_MEMBER_HEALTHY = Await("healthy")
+
 
 @dataclass(frozen=True)
 class Procedure:
@@ -128,7 +131,7 @@ class Procedure:
     observes: str
     decides: str
     done: str
-    final: str = "healthy:"
+    final: Await = EVERY_MEMBER_HEALTHY
     final_timeout: float = 90.0
 
     def rehearse(self, part: Literal["observe", "plan", "execute", "recover"], *,
@@ -186,7 +189,7 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
         try:
             step.execute(site)
             if step.wait:
-                wait_for(partial(condition, site, step.wait), what=step.wait,
+                wait_for(partial(condition, site, step.wait), what=step.wait.describe(),
                          timeout=step.wait_timeout, interval=0.1)
         except HarnessError as exc:
             event("recovery.failed", procedure=plan.procedure, error=str(exc))
@@ -195,7 +198,8 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
         event("recovery.replan", procedure=plan.procedure,
               silent=[m.name for m in plan.silent])
         return
-    wait_for(partial(condition, site, final), what=final, timeout=final_timeout, interval=0.1)
+    wait_for(partial(condition, site, final), what=final.describe(), timeout=final_timeout,
+             interval=0.1)
     event("recovery.done", procedure=plan.procedure)
 
 
