@@ -251,11 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", help="where the report goes (default reports/<time>)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the whole plan of each selected scenario, act on nothing")
-    fault = sub.add_parser("fault", help="inject one fault and leave it in place (undo: heal)")
-    fault.add_argument("kind", help="kill, stop, freeze, partition, power-off, wipe, "
-                       "kill-container, kill-docker, fill-disk, delete-pod")
+    from chaos.faults import KINDS, kinds_help
+    from chaos.services import SERVICES
+
+    fault = sub.add_parser("fault", help="inject one fault and leave it in place (undo: heal)",
+                           epilog=kinds_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    fault.add_argument("kind", help=", ".join(KINDS) + " (below)")
     fault.add_argument("--node", required=True, help="host name from the inventory")
-    fault.add_argument("--service", help="galera, rabbitmq, libvirt or docker")
+    fault.add_argument("--service", help=", ".join(SERVICES))
     fault.add_argument("--inventory", help="site inventory (default: the running lab's)")
     fault.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
     fault.add_argument("--allow-quorum-loss", action="store_true",

@@ -64,6 +64,31 @@ KINDS_TABLE: dict[str, FaultKind] = {
 }
 KINDS: tuple[str, ...] = tuple(KINDS_TABLE)
 
+
+def kind_rows() -> list[tuple[str, str, str]]:
+    """Each kind: its name, what it does, what it applies to (from the service table)."""
+    rows = []
+    for name, spec in KINDS_TABLE.items():
+        # a service without ports of its own is partitioned only with its whole host
+        applies = ", ".join(s.name for s in SERVICES.values() if name in s.kinds
+                            and (name != "partition" or s.ports is not None))
+        rows.append((name, spec.summary, applies + (", or the whole host" if spec.whole_host
+                                                    else "")))
+    return rows
+
+
+def kinds_help() -> str:
+    """The kinds for ``chaos fault --help``."""
+    return "fault kinds:\n" + "\n".join(f"  {name:<15}{summary}\n  {'':<15}({applies})"
+                                         for name, summary, applies in kind_rows())
+
+
+def kinds_markdown() -> str:
+    """The kinds as the README's table (a unit test keeps the README equal to it)."""
+    return "\n".join(["| kind | what it does | applies to |", "|---|---|---|",
+                      *(f"| `{name}` | {summary} | {applies} |"
+                        for name, summary, applies in kind_rows())])
+
 FILL_MAX_MIB = 1024
 
 

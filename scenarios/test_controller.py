@@ -33,7 +33,7 @@ def test_power_off_a_controller_both_clusters_keep_quorum_and_take_it_back(
         expect.rabbit_running(site, others, journal=journal)
         # the host comes back: its RabbitMQ node restarts as is, Galera rejoins by IST
         for step in power.revert:
-            if "rabbit" in step.command:
+            if step.service == "rabbitmq":
                 faults.execute(step)
         plan = recover_galera.recover(site, journal=journal)
         expect.galera_healthy(site, journal=journal)

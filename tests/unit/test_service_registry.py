@@ -103,3 +103,15 @@ def test_placement_is_read_once_from_the_scheme(url: str, where: Any) -> None:
     placed = Placement.at(url)
     assert placed.where is where and placed.recovered_by == "harness"
     assert placed.in_pod is (where is Where.POD)
+
+
+def test_the_readme_lists_the_fault_kinds_of_the_table() -> None:
+    """The README's table is generated: regenerate it with chaos.faults.kinds_markdown()."""
+    from pathlib import Path
+
+    from chaos.faults import kinds_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- fault-kinds:begin -->\n", 1)[1].split(
+        "\n<!-- fault-kinds:end -->", 1)[0]
+    assert section == kinds_markdown()
