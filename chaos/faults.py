@@ -22,7 +22,7 @@ from typing import Any
 from chaos import dryrun
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.ledger import Ledger
 from chaos.services import SERVICES, Process, Service
 from chaos.steps import ALIVE, Step, restart_log, start_unless_running
@@ -386,7 +386,7 @@ class Faults:
         self.open: list[Fault] = []
         self.journal = journal
 
-    def _event(self, name: str, **data: Any) -> None:
+    def _event(self, name: Event, **data: Any) -> None:
         if self.journal is not None:
             self.journal.event(name, **data)
 
@@ -403,14 +403,14 @@ class Faults:
                            fault, self.allowed)
         if rehearsal is not None:
             self.open.append(fault)
-            self._event("fault.planned", fault=fault.id, plan=fault.describe())
+            self._event(Event.FAULT_PLANNED, fault=fault.id, plan=fault.describe())
             rehearsal.step(fault.describe())
             return fault
         self.ledger.record(fault.id, {"id": fault.id, "created": time.time(),
                                       "inventory": self.inventory_path,
                                       "fault": fault.to_json(), **(context or {})})
         self.open.append(fault)
-        self._event("fault.inject", fault=fault.id, kind=fault.kind, host=fault.host,
+        self._event(Event.FAULT_INJECT, fault=fault.id, kind=fault.kind, host=fault.host,
                     service=fault.service)
         try:
             for step in fault.inject:
@@ -418,7 +418,7 @@ class Faults:
                     self.confirm(step)
                 step.execute(self.site)
         except BaseException as exc:
-            self._event("fault.inject_failed", fault=fault.id, error=str(exc))
+            self._event(Event.FAULT_INJECT_FAILED, fault=fault.id, error=str(exc))
             self.revert(fault)
             if isinstance(exc, HarnessError):
                 raise FaultError(f"fault {fault.id} could not be injected: {exc}") from exc
@@ -450,13 +450,13 @@ class Faults:
             except HarnessError as exc:
                 errors.append(str(exc))
         if errors:
-            self._event("fault.revert_failed", fault=fault.id, errors=errors)
+            self._event(Event.FAULT_REVERT_FAILED, fault=fault.id, errors=errors)
             raise FaultError(f"revert of {fault.id} failed (left in the ledger for "
                              f"'chaos heal'): {'; '.join(errors)}")
         self.ledger.clear(fault.id)
         if fault in self.open:
             self.open.remove(fault)
-        self._event("fault.revert", fault=fault.id)
+        self._event(Event.FAULT_REVERT, fault=fault.id)
 
     def revert_all(self) -> None:
         errors = []

@@ -25,7 +25,7 @@ from chaos import inventory as inv
 from chaos.errors import EXIT_UNREACHABLE, ConfigError, EnvironmentProblem, HarnessError
 from chaos.faults import Faults, heal, sigterm_raises
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.ledger import Ledger
 from chaos.services import SERVICES
 from chaos.steps import Step
@@ -237,7 +237,7 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(path, scenario=request.node.nodeid)
-    journal.event("scenario.start")
+    journal.event(Event.SCENARIO_START)
     rehearsal = dryrun.active()
     if rehearsal is not None:
         rehearsal.journal = journal  # the plan goes into the journal, step by step
@@ -250,7 +250,7 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
         site: Site = request.getfixturevalue("site")
         with Monitor(site, journal):
             yield journal
-    journal.event("scenario.end")
+    journal.event(Event.SCENARIO_END)
     for key, value in journal.properties().items():
         request.node.user_properties.append((key, value))
 
@@ -307,7 +307,7 @@ class Runbook:
                     pass
             finally:
                 os.close(tty)
-        self.journal.event("runbook.step", n=self.count, target=step.target,
+        self.journal.event(Event.RUNBOOK_STEP, n=self.count, target=step.target,
                            command=step.command, effect=step.effect,
                            confirmed="yes" if not self.ask else "enter")
 

@@ -57,7 +57,7 @@ from enum import StrEnum
 from chaos import probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Controller, Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.steps import (
     ALIVE,
     PROC_INFO,
@@ -859,6 +859,6 @@ def recover(site: Site, *, force_node: str | None = None, discard: Collection[st
                                    discard=discard),
                       lambda p: execute(site, p, journal=journal))
     if journal is not None:
-        journal.event("recovery.seconds", procedure="galera",
+        journal.event(Event.RECOVERY_SECONDS, procedure="galera",
                       seconds=round(time.monotonic() - started, 2))
     return the_plan

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 from chaos import dryrun
 from chaos.errors import HarnessError, RecoveryError
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.steps import Await, Step
 from chaos.wait import wait_for
 
@@ -175,16 +175,16 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
     if confirm is None and journal is not None:
         confirm = journal.confirm
 
-    def event(name: str, **data: Any) -> None:
+    def event(name: Event, **data: Any) -> None:
         if journal is not None:
             journal.event(name, **data)
 
-    event("recovery.start", procedure=plan.procedure, situation=plan.situation,
+    event(Event.RECOVERY_START, procedure=plan.procedure, situation=plan.situation,
           chosen=plan.bootstrap)
     for step in plan.steps:
         if confirm is not None:
             confirm(step)
-        event("recovery.step", procedure=plan.procedure, target=step.target,
+        event(Event.RECOVERY_STEP, procedure=plan.procedure, target=step.target,
               command=step.command, effect=step.effect)
         try:
             step.execute(site)
@@ -192,15 +192,15 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
                 wait_for(partial(condition, site, step.wait), what=step.wait.describe(),
                          timeout=step.wait_timeout, interval=0.1)
         except HarnessError as exc:
-            event("recovery.failed", procedure=plan.procedure, error=str(exc))
+            event(Event.RECOVERY_FAILED, procedure=plan.procedure, error=str(exc))
             raise RecoveryError(f"{plan.procedure}: step failed: {step.effect}: {exc}") from exc
     if plan.replan:
-        event("recovery.replan", procedure=plan.procedure,
+        event(Event.RECOVERY_REPLAN, procedure=plan.procedure,
               silent=[m.name for m in plan.silent])
         return
     wait_for(partial(condition, site, final), what=final.describe(), timeout=final_timeout,
              interval=0.1)
-    event("recovery.done", procedure=plan.procedure)
+    event(Event.RECOVERY_DONE, procedure=plan.procedure)
 
 
 ROUNDS = 3
