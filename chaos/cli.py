@@ -73,7 +73,7 @@ def _site(args: argparse.Namespace) -> tuple[Site, str]:
 def _fault(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from chaos.faults import Faults, plan
+    from chaos.faults import Faults, allow_everything, plan
     from chaos.inventory import Compute
 
     site, path = _site(args)
@@ -82,7 +82,7 @@ def _fault(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing was done")
         return EXIT_OK
-    allowed = {"galera": 99, "rabbitmq": 99, "controllers": 99} if args.allow_quorum_loss else {}
+    allowed = allow_everything() if args.allow_quorum_loss else {}
     context = {}
     host = site.host(args.node)
     if isinstance(host, Compute) and host.libvirt is not None:
@@ -251,11 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", help="where the report goes (default reports/<time>)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the whole plan of each selected scenario, act on nothing")
-    fault = sub.add_parser("fault", help="inject one fault and leave it in place (undo: heal)")
-    fault.add_argument("kind", help="kill, stop, freeze, partition, power-off, wipe, "
-                       "kill-container, kill-docker, fill-disk, delete-pod")
+    from chaos.faults import KINDS, kinds_help
+    from chaos.services import SERVICES
+
+    fault = sub.add_parser("fault", help="inject one fault and leave it in place (undo: heal)",
+                           epilog=kinds_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    fault.add_argument("kind", help=", ".join(KINDS) + " (below)")
     fault.add_argument("--node", required=True, help="host name from the inventory")
-    fault.add_argument("--service", help="galera, rabbitmq, libvirt or docker")
+    fault.add_argument("--service", help=", ".join(SERVICES))
     fault.add_argument("--inventory", help="site inventory (default: the running lab's)")
     fault.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
     fault.add_argument("--allow-quorum-loss", action="store_true",

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from chaos.errors import DryRunViolation
+from chaos.journal import Event
 
 if TYPE_CHECKING:
     from chaos.journal import Journal
@@ -37,7 +38,7 @@ class Rehearsal:
     def step(self, text: str) -> None:
         self.steps.append(text)
         if self.journal is not None:
-            self.journal.event("plan.step", n=len(self.steps), text=text)
+            self.journal.event(Event.PLAN_STEP, n=len(self.steps), text=text)
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from chaos import dryrun, probes
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.probes import DomainIdentity
 from chaos.wait import wait_for
 from chaos.workload import OpLedger
@@ -25,7 +25,7 @@ from chaos.workload import OpLedger
 T = TypeVar("T")
 
 
-def _observe(journal: Journal | None, name: str, **data: Any) -> None:
+def _observe(journal: Journal | None, name: Event, **data: Any) -> None:
     if journal is not None:
         journal.event(name, **data)
 
@@ -56,7 +56,7 @@ def check(description: str, predicate: Callable[[], bool],
         rehearsal.step(f"check: {description}")
         return
     ok = bool(predicate())
-    _observe(journal, "check", what=description, ok=ok)
+    _observe(journal, Event.CHECK, what=description, ok=ok)
     if not ok:
         raise AssertionError(description + (f": {detail()}" if detail is not None else ""))
 
@@ -75,7 +75,7 @@ def galera_quorum(site: Site, members: list[str], *, journal: Journal | None = N
     view, seen = _wait(look, what=f"Galera quorum of {', '.join(members)}", timeout=timeout,
                        empty=probes.GaleraView({}, {}))
     if seen:
-        _observe(journal, "degraded", service="galera", view=view.describe())
+        _observe(journal, Event.DEGRADED, service="galera", view=view.describe())
     return view
 
 
@@ -91,7 +91,7 @@ def galera_non_primary(site: Site, node: str, *, journal: Journal | None = None,
     view, seen = _wait(look, what=f"{node} to leave the Primary component", timeout=timeout,
                        empty=probes.GaleraView({}, {}))
     if seen:
-        _observe(journal, "degraded", service="galera", view=view.describe())
+        _observe(journal, Event.DEGRADED, service="galera", view=view.describe())
     return view
 
 
@@ -106,7 +106,7 @@ def galera_healthy(site: Site, *, journal: Journal | None = None,
     view, seen = _wait(look, what="every Galera node Primary and Synced", timeout=timeout,
                        empty=probes.GaleraView({}, {}))
     if seen:
-        _observe(journal, "quorum", service="galera", view=view.describe())
+        _observe(journal, Event.QUORUM, service="galera", view=view.describe())
     return view
 
 
@@ -125,7 +125,7 @@ def rabbit_running(site: Site, hosts: list[str], *, journal: Journal | None = No
     view, seen = _wait(look, what=f"RabbitMQ running on exactly {', '.join(hosts)}",
                        timeout=timeout, interval=0.5, empty=probes.RabbitView({}, {}, {}))
     if seen:
-        _observe(journal, "degraded", service="rabbitmq", view=view.describe())
+        _observe(journal, Event.DEGRADED, service="rabbitmq", view=view.describe())
     return view
 
 
@@ -141,7 +141,7 @@ def rabbit_healthy(site: Site, *, journal: Journal | None = None,
                        "queue member online", timeout=timeout, interval=0.5,
                        empty=probes.RabbitView({}, {}, {}))
     if seen:
-        _observe(journal, "quorum", service="rabbitmq", view=view.describe())
+        _observe(journal, Event.QUORUM, service="rabbitmq", view=view.describe())
     return view
 
 
@@ -228,7 +228,7 @@ def vm_verdict(before: dict[str, DomainIdentity], after: dict[str, DomainIdentit
         else:
             restarted.append(dom.name)
     verdict = VmVerdict(survived, restarted, died)
-    _observe(journal, "oracle.vms", survived=survived, restarted=restarted, died=died)
+    _observe(journal, Event.ORACLE_VMS, survived=survived, restarted=restarted, died=died)
     return verdict
 
 

@@ -17,24 +17,78 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 from chaos import dryrun
 from chaos.errors import ConfigError, FaultError, HarnessError
 from chaos.inventory import Compute, Controller, Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.ledger import Ledger
+from chaos.services import SERVICES, Process, Service
 from chaos.steps import ALIVE, Step, restart_log, start_unless_running
 from chaos.targets import host_target
-from chaos.targets.base import quote
+from chaos.targets.base import Action, quote
 
-Kind = Literal["kill", "stop", "freeze", "partition", "power-off", "wipe", "kill-container",
-               "kill-docker", "fill-disk", "delete-pod", "drain"]
-KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
-SERVICES = ("galera", "rabbitmq", "libvirt", "docker")
 
-GALERA_PORTS = "4567,4568,4444"
-RABBIT_PORTS = "25672,4369"
+@dataclass(frozen=True)
+class FaultKind:
+    """One kind of fault, as ``chaos fault --help`` and the README list it."""
+
+    summary: str
+    # the kind names its service (kill-docker: the docker daemon); else --service does
+    service: str | None = None
+    # takes the whole host when no --service is given
+    whole_host: bool = False
+    # applies to compute hosts only
+    computes_only: bool = False
+
+
+# Every kind, once; which services each applies to is each service's ``kinds``.
+KINDS_TABLE: dict[str, FaultKind] = {
+    "kill": FaultKind("SIGKILL the service's process (libvirt: libvirtd in its container)"),
+    "stop": FaultKind("a clean stop (SIGTERM), awaited as an operator's stop would be"),
+    "freeze": FaultKind("SIGSTOP: alive, holding its sockets, answering nobody"),
+    "partition": FaultKind("iptables DROP between the host and every other host, on the "
+                           "service's ports or the whole host's", whole_host=True),
+    "power-off": FaultKind("kill every service of the host at once, as a power cut would",
+                           whole_host=True),
+    "wipe": FaultKind("kill the service and delete its data, as on a lost disk"),
+    "kill-container": FaultKind("SIGKILL the whole libvirt container", service="libvirt",
+                                computes_only=True),
+    "kill-docker": FaultKind("SIGKILL the compute host's docker daemon", service="docker",
+                             computes_only=True),
+    "fill-disk": FaultKind("take space (bounded) under the service's data directory"),
+    "delete-pod": FaultKind("delete the service's pod; its controller makes a new one"),
+    "drain": FaultKind("cordon the node of the host's pods and evict them; the revert "
+                       "uncordons it and awaits Ready pods", whole_host=True),
+}
+KINDS: tuple[str, ...] = tuple(KINDS_TABLE)
+
+
+def kind_rows() -> list[tuple[str, str, str]]:
+    """Each kind: its name, what it does, what it applies to (from the service table)."""
+    rows = []
+    for name, spec in KINDS_TABLE.items():
+        # a service without ports of its own is partitioned only with its whole host
+        applies = ", ".join(s.name for s in SERVICES.values() if name in s.kinds
+                            and (name != "partition" or s.ports is not None))
+        rows.append((name, spec.summary, applies + (", or the whole host" if spec.whole_host
+                                                    else "")))
+    return rows
+
+
+def kinds_help() -> str:
+    """The kinds for ``chaos fault --help``."""
+    return "fault kinds:\n" + "\n".join(f"  {name:<15}{summary}\n  {'':<15}({applies})"
+                                         for name, summary, applies in kind_rows())
+
+
+def kinds_markdown() -> str:
+    """The kinds as the README's table (a unit test keeps the README equal to it)."""
+    return "\n".join(["| kind | what it does | applies to |", "|---|---|---|",
+                      *(f"| `{name}` | {summary} | {applies} |"
+                        for name, summary, applies in kind_rows())])
+
 FILL_MAX_MIB = 1024
 
 
@@ -78,52 +132,31 @@ class Fault:
 # -- planning (pure) -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Proc:
-    """A service run as a process: where, its pidfile, how to start it, its data."""
-
-    cluster: str
-    target: str
-    pidfile: str
-    start: str
-    datadir: str | None
-
-
-def _process(site: Site, host: Controller | Compute, service: str) -> _Proc:
-    if isinstance(host, Controller) and service == "galera" and host.galera:
-        g = host.galera
-        if not (g.pidfile and g.start):
-            raise ConfigError(f"{host.name}.galera: pidfile and start are needed for this fault")
-        return _Proc("galera", g.target, g.pidfile, g.start, g.datadir)
-    if isinstance(host, Controller) and service == "rabbitmq" and host.rabbitmq:
-        r = host.rabbitmq
-        if not (r.pidfile and r.start):
-            raise ConfigError(f"{host.name}.rabbitmq: pidfile and start are needed for this fault")
-        return _Proc("rabbitmq", r.target, r.pidfile, r.start, r.data_dir)
-    if isinstance(host, Compute) and service == "docker" and host.docker:
-        d = host.docker
-        if not (d.pidfile and d.start):
-            raise ConfigError(f"{host.name}.docker: pidfile and start are needed for this fault")
-        where = host_target(site, host.name, need="act on its docker daemon").url
-        return _Proc("docker", where, d.pidfile, d.start, None)
-    raise ConfigError(f"host {host.name} has no {service} service in the inventory")
-
-
-def _kill_steps(proc: _Proc, host: str) -> Step:
+def _kill_step(proc: Process, host: str) -> Step:
     return Step(proc.target,
                 quote("pid=$(cat %s) && kill -s KILL \"$pid\"", proc.pidfile),
-                f"{proc.cluster} on {host} is gone (SIGKILL)")
+                f"{proc.service} on {host} is gone (SIGKILL)", service=proc.service)
 
 
-def _start_step(proc: _Proc, host: str) -> Step:
+def _start_step(proc: Process, host: str) -> Step:
     command = start_unless_running(proc.pidfile, proc.start, restart_log(proc.pidfile))
-    return Step(proc.target, command, f"{proc.cluster} on {host} is started again", timeout=30)
+    return Step(proc.target, command, f"{proc.service} on {host} is started again", timeout=30,
+                service=proc.service)
 
 
-def _services_of(host: Controller | Compute) -> list[str]:
-    if isinstance(host, Controller):
-        return [s for s in ("galera", "rabbitmq") if getattr(host, s) is not None]
-    return [s for s in ("docker",) if host.docker is not None]
+def _taken_by(kind: str, host: Controller | Compute) -> list[Service]:
+    """The host's services a whole-host fault of ``kind`` takes down."""
+    return [s for s in SERVICES.on(host) if kind in s.kinds]
+
+
+def _in_pods(host: Controller | Compute) -> dict[str, str]:
+    """The host's services that run in pods: service -> the pod's target URL."""
+    pods = {}
+    for service in SERVICES.on(host):
+        placed = service.placement(host)
+        if placed.in_pod and placed.url is not None:
+            pods[service.name] = placed.url
+    return pods
 
 
 def _partition_rules(site: Site, host: Controller | Compute, fault_id: str,
@@ -154,227 +187,147 @@ def _unpartition(fault_id: str) -> str:
 def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
          fault_id: str | None = None, fill_mib: int = 64) -> Fault:
     """The fault as Steps; raises ConfigError for what the site cannot support."""
-    if kind not in KINDS:
+    spec = KINDS_TABLE.get(kind)
+    if spec is None:
         raise ConfigError(f"unknown fault kind {kind!r} (kinds: {', '.join(KINDS)})")
-    if service is not None and service not in SERVICES:
-        raise ConfigError(f"unknown service {service!r} (services: {', '.join(SERVICES)})")
+    if service is not None:
+        SERVICES.get_known(service)
     host = site.host(host_name)
+    if spec.computes_only and not isinstance(host, Compute):
+        raise ConfigError(f"{kind} applies to compute hosts; {host.name} is a controller")
     fid = fault_id or f"{kind}-{host.name}{'-' + service if service else ''}-{uuid.uuid4().hex[:6]}"
-    down: dict[str, list[str]] = {}
+    service = spec.service or service
 
     if kind == "delete-pod":
-        return _delete_pod(site, host, service, fid)
+        return _delete_pod(host, service, fid)
     if kind == "drain":
-        return _drain(site, host, service, fid)
-
-    if kind in ("kill", "stop", "freeze", "wipe", "fill-disk"):
-        if service is None:
-            raise ConfigError(f"fault {kind} needs --service ({', '.join(SERVICES)})")
-        if kind == "kill" and service == "libvirt":
-            return _libvirt_kill(site, host, fid)
-        if kind == "freeze" and service == "libvirt":
-            return _libvirt_freeze(site, host, fid)
-        proc = _process(site, host, service)
-        if kind == "kill":
-            inject, revert = [_kill_steps(proc, host.name)], [_start_step(proc, host.name)]
-        elif kind == "stop":
-            # a clean shutdown, as an operator's stop would do it; bounded wait for the exit
-            inject = [Step(proc.target, ALIVE + quote(
-                "pid=$(cat %s) && kill -s TERM \"$pid\" && i=0 && "
-                "while alive \"$pid\" && [ $i -lt 240 ]; do sleep 0.25; i=$((i+1)); done; "
-                "! alive \"$pid\"", proc.pidfile),
-                f"{proc.cluster} on {host.name} has shut down cleanly", timeout=75)]
-            revert = [_start_step(proc, host.name)]
-        elif kind == "freeze":
-            inject = [Step(proc.target, quote("kill -s STOP \"$(cat %s)\"", proc.pidfile),
-                           f"{proc.cluster} on {host.name} is frozen (SIGSTOP)")]
-            revert = [Step(proc.target, quote("kill -s CONT \"$(cat %s)\" || true", proc.pidfile),
-                           f"{proc.cluster} on {host.name} runs again (SIGCONT)")]
-        elif kind == "wipe":
-            if not proc.datadir or proc.datadir.rstrip("/") in ("", "/", "/var", "/var/lib"):
-                raise ConfigError(f"{host.name}.{service}: no safe data directory to wipe")
-            inject = [_kill_steps(proc, host.name),
-                      Step(proc.target, quote("find %s -mindepth 1 -delete", proc.datadir),
-                           f"{proc.cluster} data on {host.name} is gone, as on a lost disk")]
-            revert = [_start_step(proc, host.name)]
-        else:  # fill-disk
-            if not proc.datadir:
-                raise ConfigError(f"{host.name}.{service}: no data directory to fill")
-            size = max(1, min(fill_mib, FILL_MAX_MIB))
-            filler = f"{proc.datadir.rstrip('/')}/.chaos-fill-{fid}"
-            inject = [Step(proc.target, quote("fallocate -l %s %s", f"{size}M", filler),
-                           f"{size} MiB less free space under {proc.datadir}")]
-            revert = [Step(proc.target, quote("rm -f %s", filler), "the space is back")]
-            return Fault(fid, kind, host.name, service, inject, revert, {})
-        down[proc.cluster] = [host.name]
-        return Fault(fid, kind, host.name, service, inject, revert, down)
-
+        return _drain(host, service, fid)
     if kind == "partition":
-        ports = {"galera": GALERA_PORTS, "rabbitmq": RABBIT_PORTS, None: None}.get(service)
-        if service in ("libvirt", "docker"):
-            raise ConfigError("partition takes --service galera, rabbitmq, or none (whole host)")
-        where = ("local://" if site.firewall == "local"
-                 else host_target(site, host.name, need="partition it").url)
-        inject = [Step(where, _partition_rules(site, host, fid, ports, "-I"),
-                       f"{host.name} cannot reach or be reached by the other hosts"
-                       + (f" on {service}'s ports" if service else ""))]
-        revert = [Step(inject[0].target, _unpartition(fid), f"{host.name} is reachable again")]
-        for svc in ([service] if service else _services_of(host)):
-            down[svc] = [host.name]
-        return Fault(fid, kind, host.name, service, inject, revert, down)
-
+        return _partition(site, host, service, fid)
     if kind == "power-off":
-        procs = [_process(site, host, s) for s in _services_of(host)]
+        procs = [s.process(site, host) for s in _taken_by(kind, host)]
         if not procs:
             raise ConfigError(f"host {host.name} runs no service this harness can power off")
-        inject = [_kill_steps(p, host.name) for p in procs]
-        revert = [_start_step(p, host.name) for p in procs]
-        down = {p.cluster: [host.name] for p in procs}
-        return Fault(fid, kind, host.name, None, inject, revert, down)
+        return Fault(fid, kind, host.name, None, [_kill_step(p, host.name) for p in procs],
+                     [_start_step(p, host.name) for p in procs],
+                     {p.service: [host.name] for p in procs})
 
-    if kind in ("kill-container", "kill-docker"):
-        if not isinstance(host, Compute):
-            raise ConfigError(f"{kind} applies to compute hosts; {host.name} is a controller")
-        if kind == "kill-docker":
-            proc = _process(site, host, "docker")
-            return Fault(fid, kind, host.name, "docker", [_kill_steps(proc, host.name)],
-                         [_start_step(proc, host.name)], {"docker": [host.name]})
-        return _libvirt_kill(site, host, fid, container=True)
-    raise AssertionError(kind)
-
-
-def _libvirt_kill(site: Site, host: Controller | Compute, fid: str, *,
-                  container: bool = False) -> Fault:
-    if not isinstance(host, Compute) or host.libvirt is None or host.docker is None:
-        raise ConfigError(f"host {host.name} has no libvirt container in the inventory")
-    if host.libvirt.container.startswith("k8s://"):
-        return _libvirt_kill_in_pod(site, host, fid, container=container)
-    from chaos.targets.docker import parse
-
-    _, name = parse(host.libvirt.container)
-    where = host_target(site, host.name, need="kill and restart its libvirt container").url
-    docker = quote("docker -H %s ", host.docker.socket)
-    if container:
-        inject = [Step(where, docker + quote("kill -s KILL %s", name),
-                       f"the libvirt container on {host.name} is killed")]
+    if service is None:
+        raise ConfigError(f"fault {kind} needs --service ({', '.join(SERVICES)})")
+    svc = SERVICES[service]
+    if kind not in svc.kinds:
+        raise ConfigError(f"fault {kind} does not apply to {service} (its faults: "
+                          f"{', '.join(k for k in KINDS if k in svc.kinds)})")
+    own = svc.fault_steps(site, kind, host, fid)
+    if own is not None:
+        return Fault(fid, kind, host.name, service, *own, {service: [host.name]})
+    proc = svc.process(site, host)
+    if kind in ("kill", "kill-docker"):
+        inject, revert = [_kill_step(proc, host.name)], [_start_step(proc, host.name)]
+    elif kind == "stop":
+        # a clean shutdown, as an operator's stop would do it; bounded wait for the exit
+        inject = [Step(proc.target, ALIVE + quote(
+            "pid=$(cat %s) && kill -s TERM \"$pid\" && i=0 && "
+            "while alive \"$pid\" && [ $i -lt 240 ]; do sleep 0.25; i=$((i+1)); done; "
+            "! alive \"$pid\"", proc.pidfile),
+            f"{service} on {host.name} has shut down cleanly", timeout=75)]
+        revert = [_start_step(proc, host.name)]
+    elif kind == "freeze":
+        inject = [Step(proc.target, quote("kill -s STOP \"$(cat %s)\"", proc.pidfile),
+                       f"{service} on {host.name} is frozen (SIGSTOP)")]
+        revert = [Step(proc.target, quote("kill -s CONT \"$(cat %s)\" || true", proc.pidfile),
+                       f"{service} on {host.name} runs again (SIGCONT)")]
+    elif kind == "wipe":
+        if not proc.datadir or proc.datadir.rstrip("/") in ("", "/", "/var", "/var/lib"):
+            raise ConfigError(f"{host.name}.{service}: no safe data directory to wipe")
+        inject = [_kill_step(proc, host.name),
+                  Step(proc.target, quote("find %s -mindepth 1 -delete", proc.datadir),
+                       f"{service} data on {host.name} is gone, as on a lost disk")]
+        revert = [_start_step(proc, host.name)]
+    elif kind == "fill-disk":
+        if not proc.datadir:
+            raise ConfigError(f"{host.name}.{service}: no data directory to fill")
+        size = max(1, min(fill_mib, FILL_MAX_MIB))
+        filler = f"{proc.datadir.rstrip('/')}/.chaos-fill-{fid}"
+        inject = [Step(proc.target, quote("fallocate -l %s %s", f"{size}M", filler),
+                       f"{size} MiB less free space under {proc.datadir}")]
+        revert = [Step(proc.target, quote("rm -f %s", filler), "the space is back")]
+        return Fault(fid, kind, host.name, service, inject, revert, {})
     else:
-        inject = [Step(where, docker + quote("inspect -f '{{.State.Pid}}' %s", name)
-                       + " | xargs -r kill -s KILL",
-                       f"libvirtd on {host.name} is gone (SIGKILL)")]
-    revert = [Step(where, docker + quote("start %s", name),
-                   f"the libvirt container on {host.name} runs again", timeout=60)]
-    return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
-                 inject, revert, {"libvirt": [host.name]})
+        raise ConfigError(f"{service} has no plan for a {kind} of its own")
+    return Fault(fid, kind, host.name, service, inject, revert, {service: [host.name]})
 
 
-def _libvirt_freeze(site: Site, host: Controller | Compute, fid: str) -> Fault:
-    """libvirtd stopped (SIGSTOP) and left so: alive, holding its socket, answering nobody.
-    The revert thaws whatever process is libvirtd then (a recovery may have replaced it)."""
-    if not isinstance(host, Compute) or host.libvirt is None or host.docker is None:
-        raise ConfigError(f"host {host.name} has no libvirt container in the inventory")
-    from chaos.services.libvirt import libvirtd_pid
-
-    where = host_target(site, host.name, need="freeze its libvirtd").url
-    pid = libvirtd_pid(host.docker.socket, host.libvirt.container)
-    inject = [Step(where, pid + " && kill -s STOP \"$pid\"",
-                   f"libvirtd on {host.name} is frozen (SIGSTOP)")]
-    revert = [Step(where, "{ " + pid + " && kill -s CONT \"$pid\"; } || true",
-                   f"libvirtd on {host.name} runs again (SIGCONT)")]
-    return Fault(fid, "freeze", host.name, "libvirt", inject, revert, {"libvirt": [host.name]})
-
-
-def _libvirt_kill_in_pod(site: Site, host: Compute, fid: str, *, container: bool) -> Fault:
-    """libvirt in a pod, killed from the node as a crash would: libvirtd (SIGKILL to the
-    container's main process, a host PID with hostPID) or the whole container on the
-    node's docker. Done only once libvirtd is gone (bounded wait), so what follows never
-    sees it still answering. The kubelet restarts the container by itself; the revert
-    waits for it Ready."""
-    assert host.libvirt is not None and host.docker is not None
-    url = host.libvirt.container
-    namespace = url.removeprefix("k8s://").split("/", 1)[0]
-    docker = quote("docker -H %s ", host.docker.socket)
-    found = docker + quote("ps -q --filter label=io.kubernetes.pod.namespace=%s "
-                           "--filter label=io.kubernetes.container.name=libvirt", namespace)
-    pid = (f"id=$({found} | head -n 1) && [ -n \"$id\" ] && "
-           f"pid=$({docker}inspect -f {quote('%s', '{{.State.Pid}}')} \"$id\") && ")
-    kill = (docker + "kill -s KILL \"$id\"") if container else "kill -s KILL \"$pid\""
-    gone = (" && i=0 && while alive \"$pid\" && [ $i -lt 80 ]; do sleep 0.25; i=$((i+1)); "
-            "done; ! alive \"$pid\"")
-    node = host_target(site, host.name, need="kill libvirt from the node").url
-    inject = [Step(node, ALIVE + pid + kill + gone,
-                   f"the libvirt container on {host.name} is killed" if container
-                   else f"libvirtd on {host.name} is gone (SIGKILL)", timeout=40)]
-    # the kubelet's crash-loop back-off reaches 5 min when a container dies again and
-    # again; recovery deletes the pod instead of waiting (recovery/libvirt.py)
-    revert = [Step(url, f"wait for a Ready pod behind {url}", "the kubelet restarted the "
-                   f"libvirt container on {host.name} and it is Ready", action="await-ready",
-                   timeout=330)]
-    return Fault(fid, "kill-container" if container else "kill", host.name, "libvirt",
-                 inject, revert, {"libvirt": [host.name]})
+def _partition(site: Site, host: Controller | Compute, service: str | None,
+               fid: str) -> Fault:
+    ports = None
+    if service is not None:
+        ports = SERVICES[service].ports
+        if ports is None:
+            cut = [s.name for s in SERVICES.values() if s.ports is not None]
+            raise ConfigError(f"partition takes --service {', '.join(cut)}, or none "
+                              "(whole host)")
+    where = ("local://" if site.firewall == "local"
+             else host_target(site, host.name, need="partition it").url)
+    inject = [Step(where, _partition_rules(site, host, fid, ports, "-I"),
+                   f"{host.name} cannot reach or be reached by the other hosts"
+                   + (f" on {service}'s ports" if service else ""))]
+    revert = [Step(inject[0].target, _unpartition(fid), f"{host.name} is reachable again")]
+    down = {svc: [host.name] for svc in ([service] if service else
+                                         [s.name for s in _taken_by("partition", host)])}
+    return Fault(fid, "partition", host.name, service, inject, revert, down)
 
 
-def _pod_targets(host: Controller | Compute) -> dict[str, str]:
-    """The host's services that run in k8s:// pods: service -> target URL."""
-    targets = {
-        "galera": host.galera.target if isinstance(host, Controller) and host.galera else None,
-        "rabbitmq": (host.rabbitmq.target if isinstance(host, Controller) and host.rabbitmq
-                     else None),
-        "libvirt": host.libvirt.container if isinstance(host, Compute) and host.libvirt
-        else None,
-    }
-    return {s: url for s, url in targets.items() if url and url.startswith("k8s://")}
-
-
-def _drain(site: Site, host: Controller | Compute, service: str | None, fid: str) -> Fault:
+def _drain(host: Controller | Compute, service: str | None, fid: str) -> Fault:
     """Drain the Kubernetes node a host's pods run on: cordon it and evict every pod
     but DaemonSets'. Pods pinned there (the seed pins Galera per controller) stay
     Pending until the revert uncordons the node; the revert then waits for each of the
     host's service pods to be Ready."""
-    pods = _pod_targets(host)
-    if service is not None:
-        pods = {s: u for s, u in pods.items() if s == service}
+    every = _in_pods(host)
+    pods = {s: u for s, u in every.items() if service is None or s == service}
     if not pods:
         raise ConfigError(f"drain needs a service of {host.name} that runs in a k8s:// pod")
     url = next(iter(pods.values()))
-    down = {s: [host.name] for s in _pod_targets(host)}
+    down = {s: [host.name] for s in every}
     return Fault(fid, "drain", host.name, service,
                  [Step(url, f"cordon the node of {url} and evict its pods",
-                       f"the node of {host.name} is cordoned and empty", action="drain-node",
-                       timeout=60)],
+                       f"the node of {host.name} is cordoned and empty",
+                       action=Action.DRAIN_NODE, timeout=60)],
                  [Step(url, f"uncordon the node of {url}", f"the node of {host.name} takes "
-                       "pods again", action="uncordon-node"),
+                       "pods again", action=Action.UNCORDON_NODE),
                   *[Step(u, f"wait for a Ready pod behind {u}", f"the {s} pod on {host.name} "
-                         "is Ready again", action="await-ready", timeout=300)
-                    for s, u in _pod_targets(host).items()]],
+                         "is Ready again", action=Action.AWAIT_READY, timeout=300)
+                    for s, u in every.items()]],
                  down)
 
 
-def _delete_pod(site: Site, host: Controller | Compute, service: str | None,
-                fid: str) -> Fault:
+def _delete_pod(host: Controller | Compute, service: str | None, fid: str) -> Fault:
     """Delete the pod running a service; its controller (Deployment, DaemonSet) makes a
     new one, and the revert waits until a pod is Ready again."""
-    targets = _pod_targets(host)
-    if service is None or not (url := targets.get(service)):
+    if service is None or not (url := _in_pods(host).get(service)):
         raise ConfigError(f"delete-pod needs --service naming a service of {host.name} "
                           "that runs in a k8s:// pod")
-    cluster = {"galera": "galera", "rabbitmq": "rabbitmq"}.get(service, "libvirt")
     return Fault(fid, "delete-pod", host.name, service,
                  [Step(url, f"delete the pod behind {url}", f"{service} pod on {host.name} "
-                       "is deleted", action="delete-pod")],
+                       "is deleted", action=Action.DELETE_POD)],
                  [Step(url, f"wait for a Ready pod behind {url}", f"a new {service} pod on "
-                       f"{host.name} is Ready", action="await-ready", timeout=300)],
-                 {cluster: [host.name]})
+                       f"{host.name} is Ready", action=Action.AWAIT_READY, timeout=300)],
+                 {service: [host.name]})
 
 
 # -- blast radius -------------------------------------------------------------------
 
 
 def cluster_sizes(site: Site) -> dict[str, int]:
-    return {
-        "galera": sum(1 for c in site.controllers if c.galera),
-        "rabbitmq": sum(1 for c in site.controllers if c.rabbitmq),
-        "controllers": len(site.controllers),
-    }
+    """Members of each quorum cluster, and the controllers."""
+    hosts: list[Controller | Compute] = [*site.controllers, *site.computes]
+    sizes = {s.name: sum(1 for h in hosts if s.runs_on(h)) for s in SERVICES.clusters()}
+    return {**sizes, "controllers": len(site.controllers)}
+
+
+def allow_everything() -> dict[str, int]:
+    """What --allow-quorum-loss declares: any number of members of every cluster."""
+    return {**{s.name: 99 for s in SERVICES.clusters()}, "controllers": 99}
 
 
 def open_on_site(ledger: Ledger, inventory_path: str | None) -> list[Fault]:
@@ -392,7 +345,7 @@ def check_blast_radius(site: Site, open_faults: list[Fault], new: Fault,
     allowed = allowed or {}
     sizes = cluster_sizes(site)
     controllers = {c.name for c in site.controllers}
-    for cluster in ("galera", "rabbitmq"):
+    for cluster in (s.name for s in SERVICES.clusters()):
         members = {h for f in [*open_faults, new] for h in f.down.get(cluster, [])}
         limit = allowed.get(cluster, sizes[cluster] // 2)
         if new.down.get(cluster) and len(members) > limit:
@@ -433,7 +386,7 @@ class Faults:
         self.open: list[Fault] = []
         self.journal = journal
 
-    def _event(self, name: str, **data: Any) -> None:
+    def _event(self, name: Event, **data: Any) -> None:
         if self.journal is not None:
             self.journal.event(name, **data)
 
@@ -450,14 +403,14 @@ class Faults:
                            fault, self.allowed)
         if rehearsal is not None:
             self.open.append(fault)
-            self._event("fault.planned", fault=fault.id, plan=fault.describe())
+            self._event(Event.FAULT_PLANNED, fault=fault.id, plan=fault.describe())
             rehearsal.step(fault.describe())
             return fault
         self.ledger.record(fault.id, {"id": fault.id, "created": time.time(),
                                       "inventory": self.inventory_path,
                                       "fault": fault.to_json(), **(context or {})})
         self.open.append(fault)
-        self._event("fault.inject", fault=fault.id, kind=fault.kind, host=fault.host,
+        self._event(Event.FAULT_INJECT, fault=fault.id, kind=fault.kind, host=fault.host,
                     service=fault.service)
         try:
             for step in fault.inject:
@@ -465,7 +418,7 @@ class Faults:
                     self.confirm(step)
                 step.execute(self.site)
         except BaseException as exc:
-            self._event("fault.inject_failed", fault=fault.id, error=str(exc))
+            self._event(Event.FAULT_INJECT_FAILED, fault=fault.id, error=str(exc))
             self.revert(fault)
             if isinstance(exc, HarnessError):
                 raise FaultError(f"fault {fault.id} could not be injected: {exc}") from exc
@@ -497,13 +450,13 @@ class Faults:
             except HarnessError as exc:
                 errors.append(str(exc))
         if errors:
-            self._event("fault.revert_failed", fault=fault.id, errors=errors)
+            self._event(Event.FAULT_REVERT_FAILED, fault=fault.id, errors=errors)
             raise FaultError(f"revert of {fault.id} failed (left in the ledger for "
                              f"'chaos heal'): {'; '.join(errors)}")
         self.ledger.clear(fault.id)
         if fault in self.open:
             self.open.remove(fault)
-        self._event("fault.revert", fault=fault.id)
+        self._event(Event.FAULT_REVERT, fault=fault.id)
 
     def revert_all(self) -> None:
         errors = []

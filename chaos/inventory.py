@@ -25,8 +25,7 @@ from pydantic import (
 )
 
 from chaos.errors import ConfigError
-
-TARGET_SCHEMES = ("local", "ssh", "docker", "k8s")
+from chaos.targets import PLACE_SCHEMES
 
 # Where the local lab (the separate ``chaoslab`` package) keeps its site: the harness
 # knows the path of the inventory the lab writes, never the lab's code.
@@ -53,8 +52,8 @@ def _ip(value: str) -> str:
 
 def _target(value: str) -> str:
     scheme, sep, _ = value.partition("://")
-    if not sep or scheme not in TARGET_SCHEMES:
-        raise ValueError(f"not a target URL (schemes: {', '.join(TARGET_SCHEMES)})")
+    if not sep or scheme not in PLACE_SCHEMES:
+        raise ValueError(f"not a target URL (schemes: {', '.join(PLACE_SCHEMES)})")
     return value
 
 
@@ -232,11 +231,11 @@ class Site(Model):
         return self
 
     def services(self) -> set[str]:
-        """Which of galera, rabbitmq, libvirt and docker run somewhere on the site."""
-        found = {s for c in self.controllers for s in ("galera", "rabbitmq")
-                 if getattr(c, s) is not None}
-        return found | {s for c in self.computes for s in ("libvirt", "docker")
-                        if getattr(c, s) is not None}
+        """Which of the registered services run somewhere on the site."""
+        from chaos.services import SERVICES  # the table's modules read this one
+
+        hosts: list[Controller | Compute] = [*self.controllers, *self.computes]
+        return {s.name for h in hosts for s in SERVICES.on(h)}
 
     def host(self, name: str) -> Controller | Compute:
         hosts: list[Controller | Compute] = [*self.controllers, *self.computes]

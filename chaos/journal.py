@@ -10,11 +10,46 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from chaos.steps import Step
+
+
+class Event(StrEnum):
+    """Every event name a journal records, once: reports and tests read these strings."""
+
+    SCENARIO_START = "scenario.start"  # a scenario began (the plugin)
+    SCENARIO_END = "scenario.end"  # a scenario ended
+    RUNBOOK_STEP = "runbook.step"  # a destructive step shown (and confirmed) in runbook mode
+    PLAN_STEP = "plan.step"  # a rehearsal's step, in a dry run
+    SAMPLE = "sample"  # the monitor's per-second lanes
+    FAULT_PLANNED = "fault.planned"  # a fault planned in a dry run
+    FAULT_INJECT = "fault.inject"  # a fault injected (MTTR starts)
+    FAULT_INJECT_FAILED = "fault.inject_failed"  # a fault's injection failed (it is reverted)
+    FAULT_REVERT = "fault.revert"  # a fault reverted
+    FAULT_REVERT_FAILED = "fault.revert_failed"  # a revert failed (left in the ledger)
+    WORKLOAD_START = "workload.start"  # the writer and publisher started
+    WORKLOAD_STOP = "workload.stop"  # they stopped
+    ORACLE_GALERA = "oracle.galera"  # the Galera data-loss verdict
+    ORACLE_RABBITMQ = "oracle.rabbitmq"  # the RabbitMQ verdict
+    ORACLE_VMS = "oracle.vms"  # the VM survival verdict
+    CHECK = "check"  # an outcome check and its result
+    DEGRADED = "degraded"  # a cluster observed short of quorum or members (downtime starts)
+    QUORUM = "quorum"  # a cluster observed with quorum again (MTTR and downtime end)
+    HEALTHY = "healthy"  # every member healthy
+    RECOVERY_START = "recovery.start"  # a procedure starts its plan
+    RECOVERY_STEP = "recovery.step"  # a procedure's step
+    RECOVERY_FAILED = "recovery.failed"  # a procedure's step failed
+    RECOVERY_REPLAN = "recovery.replan"  # silent members settled: the procedure observes again
+    RECOVERY_DONE = "recovery.done"  # a procedure's final condition holds
+    RECOVERY_SECONDS = "recovery.seconds"  # how long a recovery took
+    RECOVERY_PLAN = "recovery.plan"  # a plan, as rendered
+    VMS_RESTARTED_BY_HARNESS = "vms.restarted_by_harness"  # VMs a scenario started again
+    RABBITMQ_LEADER = "rabbitmq.leader"  # a quorum queue's leader before and after
+    RABBITMQ_RECOVERY = "rabbitmq.recovery"  # RabbitMQ's recovery situation
 
 
 class Journal:
@@ -26,8 +61,9 @@ class Journal:
         # set in runbook mode: asked before every destructive step
         self.confirm: Callable[[Step], None] | None = None
 
-    def event(self, name: str, **data: Any) -> dict[str, Any]:
-        entry = {"t": round(time.time(), 3), "event": name, **data}
+    def event(self, name: Event, **data: Any) -> dict[str, Any]:
+        # the plain string: the JSON lines and the in-memory events say the same
+        entry = {"t": round(time.time(), 3), "event": name.value, **data}
         if self.scenario:
             entry.setdefault("scenario", self.scenario)
         with self._lock:
@@ -37,14 +73,15 @@ class Journal:
                     out.write(json.dumps(entry, default=str) + "\n")
         return entry
 
-    def first(self, name: str, after: float = 0.0) -> float | None:
+    def first(self, name: Event, after: float = 0.0) -> float | None:
         """Time of the first ``name`` event at or after ``after``."""
         for entry in self.events:
             if entry["event"] == name and entry["t"] >= after:
                 return float(entry["t"])
         return None
 
-    def mttr(self, injected: str = "fault.inject", healthy: str = "healthy") -> float | None:
+    def mttr(self, injected: Event = Event.FAULT_INJECT,
+             healthy: Event = Event.HEALTHY) -> float | None:
         """Seconds from the first fault to the first fully healthy observation after it."""
         start = self.first(injected)
         if start is None:
@@ -55,23 +92,23 @@ class Journal:
     def properties(self) -> dict[str, object]:
         """Figures for JUnit properties: MTTR, downtime and the oracles' counts."""
         props: dict[str, object] = {}
-        mttr = self.mttr(healthy="quorum")
+        mttr = self.mttr(healthy=Event.QUORUM)
         if mttr is not None:
             props["mttr_seconds"] = mttr
-        start = self.first("fault.inject")
-        degraded = self.first("degraded", after=start or 0.0) if start else None
-        back = self.first("quorum", after=degraded or 0.0) if degraded else None
+        start = self.first(Event.FAULT_INJECT)
+        degraded = self.first(Event.DEGRADED, after=start or 0.0) if start else None
+        back = self.first(Event.QUORUM, after=degraded or 0.0) if degraded else None
         if degraded is not None and back is not None:
             props["downtime_seconds"] = round(back - degraded, 3)
         for entry in self.events:
-            if entry["event"] == "oracle.galera":
+            if entry["event"] == Event.ORACLE_GALERA:
                 props["lost_writes"] = sum(entry["lost"].values())
                 props["unknown_writes"] = entry["unknown"]
                 props["acknowledged_writes"] = entry["acknowledged"]
-            elif entry["event"] == "oracle.rabbitmq":
+            elif entry["event"] == Event.ORACLE_RABBITMQ:
                 props["lost_messages"] = entry["lost"]
                 props["confirmed_messages"] = entry["confirmed"]
-            elif entry["event"] == "oracle.vms":
+            elif entry["event"] == Event.ORACLE_VMS:
                 props["vms_survived"] = len(entry["survived"])
                 props["vms_died"] = len(entry["died"]) + len(entry["restarted"])
         return props

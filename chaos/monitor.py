@@ -10,7 +10,7 @@ import time
 
 from chaos import probes
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 
 
 def galera_lane_states(site: Site) -> dict[str, str]:
@@ -73,7 +73,7 @@ class Monitor:
                     lanes.update(sample(self.site))
                 except Exception as exc:  # an observer never ends a scenario
                     lanes[f"monitor/{sample.__name__}"] = f"error: {exc}"[:80]
-            self.journal.event("sample", lanes=lanes)
+            self.journal.event(Event.SAMPLE, lanes=lanes)
             tick += 1
             self._stop.wait(self.interval)
 

@@ -25,8 +25,9 @@ from chaos import inventory as inv
 from chaos.errors import EXIT_UNREACHABLE, ConfigError, EnvironmentProblem, HarnessError
 from chaos.faults import Faults, heal, sigterm_raises
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.ledger import Ledger
+from chaos.services import SERVICES
 from chaos.steps import Step
 from chaos.workload import Workload
 
@@ -90,12 +91,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "destructive: the scenario injects faults into the site")
+    clusters = "".join(f"{s.name}=0, " for s in SERVICES.clusters())
     config.addinivalue_line(
-        "markers", "blast_radius(galera=0, rabbitmq=0, controllers=0): the most members "
+        "markers", f"blast_radius({clusters}controllers=0): the most members "
         "of each cluster the scenario may take down at once")
     config.addinivalue_line(
         "markers", "requires(*services): skip on a site without every one of these "
-        "services (galera, rabbitmq, libvirt, docker)")
+        f"services ({', '.join(SERVICES)})")
     explicit = config.getoption("--inventory") or config.getini("chaos_inventory") or None
     config.stash[INVENTORY_KEY] = Path(explicit) if explicit else None
     report = config.getoption("--chaos-report-dir")
@@ -235,7 +237,7 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(path, scenario=request.node.nodeid)
-    journal.event("scenario.start")
+    journal.event(Event.SCENARIO_START)
     rehearsal = dryrun.active()
     if rehearsal is not None:
         rehearsal.journal = journal  # the plan goes into the journal, step by step
@@ -248,7 +250,7 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
         site: Site = request.getfixturevalue("site")
         with Monitor(site, journal):
             yield journal
-    journal.event("scenario.end")
+    journal.event(Event.SCENARIO_END)
     for key, value in journal.properties().items():
         request.node.user_properties.append((key, value))
 
@@ -305,7 +307,7 @@ class Runbook:
                     pass
             finally:
                 os.close(tty)
-        self.journal.event("runbook.step", n=self.count, target=step.target,
+        self.journal.event(Event.RUNBOOK_STEP, n=self.count, target=step.target,
                            command=step.command, effect=step.effect,
                            confirmed="yes" if not self.ask else "enter")
 
@@ -332,8 +334,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     site = loaded[0]
     if "controller" in wanted:
-        names = [c.name for c in site.controllers if c.galera or c.rabbitmq]
+        names = [c.name for c in site.controllers if SERVICES.on(c)]
         metafunc.parametrize("controller", names)
     if "compute" in wanted:
-        names = [c.name for c in site.computes if c.libvirt]
+        names = [c.name for c in site.computes if SERVICES["libvirt"].runs_on(c)]
         metafunc.parametrize("compute", names)

@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("svg")
 import matplotlib.pyplot as plt  # after choosing the backend
 
+from chaos.journal import Event
+
 GOOD = {"Synced", "running"}
 COLOURS = {"good": "#66bb6a", "down": "#e53935", "other": "#ffa726"}
 
@@ -53,7 +55,7 @@ def _timeline(events: list[dict[str, Any]]) -> str:
     end = events[-1]["t"]
     lanes: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for e in events:
-        if e["event"] == "sample":
+        if e["event"] == Event.SAMPLE:
             for lane, state in e["lanes"].items():
                 lanes[lane].append((e["t"] - start, state))
     names = sorted(lanes)
@@ -67,16 +69,16 @@ def _timeline(events: list[dict[str, Any]]) -> str:
                            facecolors=_colour(state))
     faults: dict[str, float] = {}
     for e in events:
-        if e["event"] == "fault.inject":
+        if e["event"] == Event.FAULT_INJECT:
             faults[e["fault"]] = e["t"] - start
-        elif e["event"] == "fault.revert" and e["fault"] in faults:
+        elif e["event"] == Event.FAULT_REVERT and e["fault"] in faults:
             begin = faults.pop(e["fault"])
             ax.axvspan(begin, e["t"] - start, color="#1e88e5", alpha=0.15)
             ax.text(begin, len(names) - 0.4, e["fault"].rsplit("-", 1)[0], fontsize=7,
                     color="#0d47a1", va="bottom")
-        elif e["event"] in ("recovery.start", "recovery.done"):
+        elif e["event"] in (Event.RECOVERY_START, Event.RECOVERY_DONE):
             ax.axvline(e["t"] - start, color="#6a1b9a", lw=0.8,
-                       ls="--" if e["event"] == "recovery.start" else "-")
+                       ls="--" if e["event"] == Event.RECOVERY_START else "-")
     for fault, begin in faults.items():  # never reverted in this scenario's window
         ax.axvspan(begin, end - start, color="#c62828", alpha=0.15)
         ax.text(begin, len(names) - 0.4, fault + " (open)", fontsize=7, color="#b71c1c")
@@ -96,10 +98,11 @@ def _timeline(events: list[dict[str, Any]]) -> str:
 
 def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     start = events[0]["t"]
-    keep = {"fault.inject": "fault", "fault.revert": "fault", "recovery.start": "situation",
-            "recovery.step": "effect", "recovery.done": "procedure", "degraded": "service",
-            "quorum": "service", "oracle.galera": "lost", "oracle.rabbitmq": "lost",
-            "oracle.vms": "died"}
+    keep: dict[str, str] = {
+        Event.FAULT_INJECT: "fault", Event.FAULT_REVERT: "fault",
+        Event.RECOVERY_START: "situation", Event.RECOVERY_STEP: "effect",
+        Event.RECOVERY_DONE: "procedure", Event.DEGRADED: "service", Event.QUORUM: "service",
+        Event.ORACLE_GALERA: "lost", Event.ORACLE_RABBITMQ: "lost", Event.ORACLE_VMS: "died"}
     return [{"t": round(e["t"] - start, 1), "event": e["event"],
              "what": str(e.get(keep[e["event"]], ""))}
             for e in events if e["event"] in keep]

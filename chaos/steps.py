@@ -7,15 +7,38 @@ prints the plan, a runbook asks before each Step, and the journal records each o
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from chaos.dryrun import refuse
 from chaos.errors import ConfigError
-from chaos.targets import CommandResult, for_url
-from chaos.targets.base import quote
+from chaos.targets import CommandResult, Target, for_url
+from chaos.targets.base import Action, quote
 
 if TYPE_CHECKING:
     from chaos.inventory import Site
+
+
+# what a procedure can wait for after a step; each procedure's ``_condition`` knows its own
+AwaitKind = Literal["synced", "primary", "healthy", "running", "stopped", "answers", "all"]
+
+
+@dataclass(frozen=True)
+class Await:
+    """A condition to wait for: ``kind`` of ``node``, or of every member (node "")."""
+
+    kind: AwaitKind
+    node: str = ""
+
+    def describe(self) -> str:
+        # the words plans have always printed ("synced:ctl2", "healthy:")
+        return f"{self.kind}:{self.node}"
+
+    @classmethod
+    def parse(cls, text: str) -> Await:
+        kind, _, node = text.partition(":")
+        if kind not in get_args(AwaitKind):
+            raise ConfigError(f"{text!r}: not a wait condition")
+        return cls(kind, node)  # type: ignore[arg-type]  # checked just above
 
 
 @dataclass(frozen=True)
@@ -25,37 +48,49 @@ class Step:
     effect: str  # what should be true afterwards, in an operator's words
     timeout: float = 30.0
     must_succeed: bool = True
-    # a condition the procedure waits for after the command, e.g. "synced:ctl2"
-    wait: str | None = None
+    # a condition the procedure waits for after the command, e.g. Galera's node synced
+    wait: Await | None = None
     wait_timeout: float = 90.0
-    # an API action instead of a shell command, for targets that have one
-    # ("delete-pod", "await-ready" on k8s://); ``command`` then describes it
-    action: str | None = None
+    # an API action instead of a shell command, for targets that have one; ``command``
+    # then describes it
+    action: Action | None = None
+    # the service the step acts on, where a fault acts on several (a power-off)
+    service: str | None = None
 
     def describe(self) -> str:
         text = f"[{self.target}] {self.command}\n    expect: {self.effect}"
         if self.wait:
-            text += f" (then wait for {self.wait}, up to {self.wait_timeout:.0f}s)"
+            text += f" (then wait for {self.wait.describe()}, up to {self.wait_timeout:.0f}s)"
         return text
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # plain strings, as ledgers written before these were types hold them
+        return {**asdict(self), "wait": self.wait.describe() if self.wait else None,
+                "action": str(self.action) if self.action else None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Step:
-        return cls(**data)
+        wait, action = data.get("wait"), data.get("action")
+        return cls(**{**data, "wait": Await.parse(wait) if wait else None,
+                      "action": Action(action) if action else None})
 
     def execute(self, site: Site | None) -> CommandResult:
         refuse(f"the step `{self.command}` on {self.target}")
         target = for_url(self.target, site)
         if self.action is not None:
-            act = getattr(target, "act", None)
-            if act is None:
-                raise ConfigError(f"{self.target}: no action {self.action!r} on this target")
-            result: CommandResult = act(self.action, timeout=self.timeout)
+            result = _act(target, self.action, timeout=self.timeout)
         else:
             result = target.run(self.command, timeout=self.timeout)
         return result.check() if self.must_succeed else result
+
+
+def _act(target: Target, action: Action, *, timeout: float) -> CommandResult:
+    """An API action: only the Kubernetes target has them."""
+    from chaos.targets.k8s import K8sTarget
+
+    if not isinstance(target, K8sTarget):
+        raise ConfigError(f"{target.url}: no action {str(action)!r} on this target")
+    return target.act(action, timeout=timeout)
 
 
 # is a PID alive and not a zombie (PID 1 here may never reap killed orphans)

@@ -35,7 +35,7 @@ import pymysql
 from chaos import dryrun
 from chaos.dryrun import refuse
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 
 DB = "chaos_oracle"
 CONNECT_TIMEOUT = 3
@@ -452,18 +452,18 @@ class Workload:
         try:
             for w in started:
                 w.start()
-            self.journal.event("workload.start", galera=galera, rabbitmq=rabbitmq)
+            self.journal.event(Event.WORKLOAD_START, galera=galera, rabbitmq=rabbitmq)
             time.sleep(0.5)  # something acknowledged before the fault
             yield self
         finally:
             for w in started:
                 w.stop()
-            self.journal.event("workload.stop")
+            self.journal.event(Event.WORKLOAD_STOP)
 
     def galera_verdict(self) -> GaleraVerdict:
         assert self.writer is not None, "the Galera writer did not run"
         verdict = self.writer.verdict()
-        self.journal.event("oracle.galera", acknowledged=verdict.acknowledged,
+        self.journal.event(Event.ORACLE_GALERA, acknowledged=verdict.acknowledged,
                            unknown=verdict.unknown, lost=verdict.lost,
                            duplicated=verdict.duplicated, phantom=verdict.phantom,
                            unreadable=verdict.unreadable)
@@ -475,7 +475,7 @@ class Workload:
             verdict = self.publisher.verdict()
         finally:
             self.publisher.delete_queue()
-        self.journal.event("oracle.rabbitmq", confirmed=verdict.confirmed,
+        self.journal.event(Event.ORACLE_RABBITMQ, confirmed=verdict.confirmed,
                            unknown=verdict.unknown, lost=verdict.lost,
                            duplicated=verdict.duplicated, phantom=verdict.phantom)
         return verdict

@@ -57,10 +57,11 @@ from enum import StrEnum
 from chaos import probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Controller, Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.steps import (
     ALIVE,
     PROC_INFO,
+    Await,
     Step,
     detached,
     port_released,
@@ -458,7 +459,7 @@ class Context:
         return self.obs.view.states.get(name)
 
 
-def _start(node: Controller, *extra: str, effect: str, wait: str) -> Step:
+def _start(node: Controller, *extra: str, effect: str, wait: Await) -> Step:
     g = node.galera
     assert g is not None and g.start
     command = g.start + "".join(" " + shlex.quote(e) for e in extra)
@@ -513,7 +514,7 @@ def _joiner_steps(ctx: Context, joiners: list[str], cluster_uuid: str | None) ->
                 f"Find its position (mariadbd --wsrep-recover), or name it with "
                 f"--discard {name} to replace its data", unknown=[name])
         steps.append(_start(ctx.nodes[name], *extra, effect=f"{name} {how}",
-                            wait=f"synced:{name}"))
+                            wait=Await("synced", name)))
     return steps
 
 
@@ -539,7 +540,7 @@ def _await(ctx: Context, name: str, effect: str, *, timeout: float = 90.0) -> St
     (an SQL one would fail on a node that does not answer yet, which is why it is awaited)."""
     g = ctx.nodes[name].galera
     assert g is not None
-    return Step(g.target, "true", effect, wait=f"synced:{name}", wait_timeout=timeout)
+    return Step(g.target, "true", effect, wait=Await("synced", name), wait_timeout=timeout)
 
 
 def _no_live_members(ctx: Context, absent: list[str]) -> None:
@@ -682,7 +683,7 @@ def bootstrap_steps(ctx: Context, best: str, uuid: str | None) -> list[Step]:
     if chosen.known and chosen.seqno is not None and chosen.seqno >= 0 and uuid:
         extra.append(f"--wsrep-start-position={uuid}:{chosen.seqno}")
     steps.append(_start(ctx.nodes[best], *extra, effect=f"{best} bootstraps a new Primary "
-                        "component from its own data", wait=f"synced:{best}"))
+                        "component from its own data", wait=Await("synced", best)))
     return steps
 
 
@@ -753,7 +754,7 @@ def _plan_non_primary(ctx: Context, result: GaleraPlan) -> None:
         result.steps = [Step(f"galera://{best}",
                              "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'",
                              f"{best} forms a Primary component in place, with every survivor "
-                             "connected to it", wait=f"primary:{best}", wait_timeout=30)]
+                             "connected to it", wait=Await("primary", best), wait_timeout=30)]
         result.steps += [_await(ctx, n, f"{n} is Synced in the component")
                          for n in survivors if n != best]
         result.steps += _rejoin(ctx, result, [n for n in absent if n != best], uuid)
@@ -843,8 +844,8 @@ def plan(site: Site, obs: Observation, *, force_node: str | None = None,
 # -- acting ------------------------------------------------------------------------------
 
 
-def _condition(site: Site, condition: str) -> tuple[bool, str]:
-    kind, _, node = condition.partition(":")
+def _condition(site: Site, condition: Await) -> tuple[bool, str]:
+    kind, node = condition.kind, condition.node
     view = probes.galera(site, timeout=2.0)
     state = view.states.get(node)
     if kind == "primary":
@@ -872,6 +873,6 @@ def recover(site: Site, *, force_node: str | None = None, discard: Collection[st
                                    discard=discard),
                       lambda p: execute(site, p, journal=journal))
     if journal is not None:
-        journal.event("recovery.seconds", procedure="galera",
+        journal.event(Event.RECOVERY_SECONDS, procedure="galera",
                       seconds=round(time.monotonic() - started, 2))
     return the_plan

@@ -19,10 +19,11 @@ from chaos import dryrun, probes
 from chaos.errors import ConfigError, HarnessError
 from chaos.inventory import Compute, Site
 from chaos.journal import Journal
+from chaos.services.libvirt import SERVICE as LIBVIRT
 from chaos.services.libvirt import libvirtd_pid
-from chaos.steps import ALIVE, PROC_INFO, Step
-from chaos.targets import host_target
-from chaos.targets.base import quote
+from chaos.steps import ALIVE, PROC_INFO, Await, Step
+from chaos.targets import Where, host_target
+from chaos.targets.base import Action, quote
 from chaos.targets.docker import parse as parse_docker
 from recovery.plan import (
     SILENT_GRACE,
@@ -45,7 +46,7 @@ PROCEDURE = Procedure(
             "and wait until libvirt answers; VMs that died are not restarted: that is nova's "
             "decision, and what the oracle reports",
     done="libvirt answers on every compute and lists its domains",
-    final="all:", final_timeout=60)
+    final=Await("all"), final_timeout=60)
 
 
 # libvirtd's first start probes QEMU's capabilities (~9 s of CPU here); younger than
@@ -85,7 +86,7 @@ def _computes(site: Site, only: str | None) -> list[Compute]:
 
 def _docker_prefix(host: Compute) -> tuple[str, str]:
     assert host.libvirt is not None
-    if not host.libvirt.container.startswith("docker://") or host.docker is None:
+    if LIBVIRT.placement(host).where is not Where.CONTAINER or host.docker is None:
         raise ConfigError(f"{host.name}: only docker-run libvirt can be restarted so far "
                           f"({host.libvirt.container})")
     _, name = parse_docker(host.libvirt.container)
@@ -100,7 +101,7 @@ def _wait_docker(host: Compute) -> str:
 
 
 def _in_pod(host: Compute) -> bool:
-    return host.libvirt is not None and host.libvirt.container.startswith("k8s://")
+    return host.libvirt is not None and LIBVIRT.placement(host).in_pod
 
 
 def _container_state(site: Site, host: Compute) -> str:
@@ -155,7 +156,7 @@ def _libvirtd_process(site: Site, host: Compute) -> tuple[int | None, str, int |
     assert host.libvirt is not None
     if host.docker is None:
         return None, "", None
-    script = (ALIVE + PROC_INFO + libvirtd_pid(host.docker.socket, host.libvirt.container)
+    script = (ALIVE + PROC_INFO + libvirtd_pid(host.docker.socket, LIBVIRT.placement(host))
               + ' && alive "$pid" && echo PID "$pid" $(procinfo "$pid")')
     try:
         out = host_target(site, host.name, need="read libvirtd's process state").run(
@@ -205,10 +206,10 @@ def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None =
             url = host.libvirt.container
             result.steps.append(Step(url, f"delete the pod behind {url}", "a fresh libvirt "
                                      f"pod on {host.name}, without crash-loop back-off",
-                                     action="delete-pod"))
+                                     action=Action.DELETE_POD))
             result.steps.append(Step(url, f"wait for a Ready pod behind {url}",
                                      f"libvirt on {host.name} runs and answers again",
-                                     action="await-ready", wait=f"answers:{host.name}",
+                                     action=Action.AWAIT_READY, wait=Await("answers", host.name),
                                      wait_timeout=90, timeout=120))
             continue
         prefix, name = _docker_prefix(host)
@@ -217,13 +218,13 @@ def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None =
         result.steps.append(Step(where,
                                  _wait_docker(host) + "; " + prefix + quote("start %s", name),
                                  f"the libvirt container on {host.name} runs and libvirt "
-                                 "answers again", wait=f"answers:{host.name}", wait_timeout=60,
+                                 "answers again", wait=Await("answers", host.name), wait_timeout=60,
                                  timeout=60))
     return result
 
 
-def _condition(site: Site, condition: str) -> tuple[bool, object]:
-    kind, _, host = condition.partition(":")
+def _condition(site: Site, condition: Await) -> tuple[bool, object]:
+    kind, host = condition.kind, condition.node
     if kind == "answers":
         try:
             return True, probes.domains(site, host, timeout=3)

@@ -13,11 +13,11 @@ from typing import Any, Literal, TypeVar
 from chaos import dryrun
 from chaos.errors import HarnessError, RecoveryError
 from chaos.inventory import Site
-from chaos.journal import Journal
-from chaos.steps import Step
+from chaos.journal import Event, Journal
+from chaos.steps import Await, Step
 from chaos.wait import wait_for
 
-Condition = Callable[[Site, str], tuple[bool, object]]
+Condition = Callable[[Site, Await], tuple[bool, object]]
 
 # how long a member alive but not answering is given to answer again before it is killed:
 # longer than a failure detector (Galera's evs.inactive_timeout is 15 s by default), short
@@ -120,6 +120,9 @@ class Plan:
 
 P = TypeVar("P", bound=Plan)
 
+# what a procedure waits for at the end unless it names its own
+EVERY_MEMBER_HEALTHY = Await("healthy")
+
 
 @dataclass(frozen=True)
 class Procedure:
@@ -131,7 +134,7 @@ class Procedure:
     observes: str
     decides: str
     done: str
-    final: str = "healthy:"
+    final: Await = EVERY_MEMBER_HEALTHY
     final_timeout: float = 90.0
 
     def rehearse(self, part: Literal["observe", "plan", "execute", "recover"], *,
@@ -175,31 +178,32 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
     if confirm is None and journal is not None:
         confirm = journal.confirm
 
-    def event(name: str, **data: Any) -> None:
+    def event(name: Event, **data: Any) -> None:
         if journal is not None:
             journal.event(name, **data)
 
-    event("recovery.start", procedure=plan.procedure, situation=plan.situation,
+    event(Event.RECOVERY_START, procedure=plan.procedure, situation=plan.situation,
           chosen=plan.bootstrap)
     for step in plan.steps:
         if confirm is not None:
             confirm(step)
-        event("recovery.step", procedure=plan.procedure, target=step.target,
+        event(Event.RECOVERY_STEP, procedure=plan.procedure, target=step.target,
               command=step.command, effect=step.effect)
         try:
             step.execute(site)
             if step.wait:
-                wait_for(partial(condition, site, step.wait), what=step.wait,
+                wait_for(partial(condition, site, step.wait), what=step.wait.describe(),
                          timeout=step.wait_timeout, interval=0.1)
         except HarnessError as exc:
-            event("recovery.failed", procedure=plan.procedure, error=str(exc))
+            event(Event.RECOVERY_FAILED, procedure=plan.procedure, error=str(exc))
             raise RecoveryError(f"{plan.procedure}: step failed: {step.effect}: {exc}") from exc
     if plan.replan:
-        event("recovery.replan", procedure=plan.procedure,
+        event(Event.RECOVERY_REPLAN, procedure=plan.procedure,
               silent=[m.name for m in plan.silent])
         return
-    wait_for(partial(condition, site, final), what=final, timeout=final_timeout, interval=0.1)
-    event("recovery.done", procedure=plan.procedure)
+    wait_for(partial(condition, site, final), what=final.describe(), timeout=final_timeout,
+             interval=0.1)
+    event(Event.RECOVERY_DONE, procedure=plan.procedure)
 
 
 ROUNDS = 3

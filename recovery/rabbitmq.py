@@ -31,6 +31,7 @@ from chaos.journal import Journal
 from chaos.steps import (
     ALIVE,
     PROC_INFO,
+    Await,
     Step,
     port_released,
     restart_log,
@@ -240,7 +241,7 @@ def _start(c: Controller, effect: str) -> Step:
     pid = quote("\"$(cat %s 2>/dev/null)\"", r.pidfile)
     command = (ALIVE + f"t=0; while [ $t -lt 3 ]; do {once}; sleep 5; "
                f"if {tried} && ! alive {pid}; then t=$((t+1)); else break; fi; done")
-    return Step(r.target, command, effect, wait=f"running:{c.name}", wait_timeout=120,
+    return Step(r.target, command, effect, wait=Await("running", c.name), wait_timeout=120,
                 timeout=120)
 
 
@@ -248,7 +249,7 @@ def _stop(c: Controller) -> Step:
     r = c.rabbitmq
     assert r is not None and r.pidfile
     return Step(r.target, quote("kill -s TERM \"$(cat %s)\" 2>/dev/null || true", r.pidfile),
-                f"{c.name}'s node stops", wait=f"stopped:{c.name}", wait_timeout=60)
+                f"{c.name}'s node stops", wait=Await("stopped", c.name), wait_timeout=60)
 
 
 def _grow(c: Controller) -> Step:
@@ -535,8 +536,8 @@ def plan(site: Site, observed: tuple[probes.RabbitView, dict[str, NodeState]], *
 # -- acting ------------------------------------------------------------------------------
 
 
-def _condition(site: Site, condition: str) -> tuple[bool, object]:
-    kind, _, host = condition.partition(":")
+def _condition(site: Site, condition: Await) -> tuple[bool, object]:
+    kind, host = condition.kind, condition.node
     if kind == "stopped":
         c = site.host(host)
         assert isinstance(c, Controller) and c.rabbitmq and c.rabbitmq.pidfile

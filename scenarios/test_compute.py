@@ -8,7 +8,7 @@ import pytest
 from chaos import expect, probes
 from chaos.faults import Faults
 from chaos.inventory import Compute, Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from recovery import libvirt as recover_libvirt
 
 pytestmark = [pytest.mark.destructive, pytest.mark.requires("libvirt")]
@@ -24,7 +24,7 @@ def put_back(site: Site, host: str, journal: Journal) -> None:
     """Leave the host as found: VMs the fault killed are started again (nova's job)."""
     started = recover_libvirt.start_stopped_domains(site, host)
     if started:
-        journal.event("vms.restarted_by_harness", host=host, domains=started)
+        journal.event(Event.VMS_RESTARTED_BY_HARNESS, host=host, domains=started)
 
 
 def test_kill_libvirt_container_vms_keep_their_qemu(
@@ -36,7 +36,7 @@ def test_kill_libvirt_container_vms_keep_their_qemu(
     faults.add("kill-container", compute)
     recover_libvirt.recover(site, only=compute, journal=journal)
     verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [compute]), journal=journal)
-    journal.event("quorum", service="libvirt", host=compute)
+    journal.event(Event.QUORUM, service="libvirt", host=compute)
     if expected(site, compute) == "survive":
         expect.check(f"every VM on {compute} kept its qemu", lambda: verdict.all_survived,
                      verdict.summary, journal=journal)
@@ -55,7 +55,7 @@ def test_kill9_libvirtd_vms_survive_only_with_hostpid_and_own_cgroup(
     faults.add("kill", compute, "libvirt")
     recover_libvirt.recover(site, only=compute, journal=journal)
     verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [compute]), journal=journal)
-    journal.event("quorum", service="libvirt", host=compute)
+    journal.event(Event.QUORUM, service="libvirt", host=compute)
     if expected(site, compute) == "survive":
         expect.check(f"every VM on {compute} kept its qemu", lambda: verdict.all_survived,
                      verdict.summary, journal=journal)
@@ -85,6 +85,6 @@ def test_kill_docker_daemon_vms_and_libvirt_outlive_it_on_a_host_built_right(
     faults.revert(fault)
     recover_libvirt.recover(site, only=host, journal=journal)
     verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [host]), journal=journal)
-    journal.event("quorum", service="libvirt", host=host)
+    journal.event(Event.QUORUM, service="libvirt", host=host)
     expect.check(f"every VM on {host} kept its qemu", lambda: verdict.all_survived,
                  verdict.summary, journal=journal)

@@ -8,7 +8,7 @@ import pytest
 from chaos import expect
 from chaos.faults import Faults
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.workload import Workload
 from recovery import galera as recover_galera
 from recovery import rabbitmq as recover_rabbitmq
@@ -33,7 +33,7 @@ def test_power_off_a_controller_both_clusters_keep_quorum_and_take_it_back(
         expect.rabbit_running(site, others, journal=journal)
         # the host comes back: its RabbitMQ node restarts as is, Galera rejoins by IST
         for step in power.revert:
-            if "rabbit" in step.command:
+            if step.service == "rabbitmq":
                 faults.execute(step)
         plan = recover_galera.recover(site, journal=journal)
         expect.galera_healthy(site, journal=journal)
@@ -61,5 +61,5 @@ def test_partition_a_controller_both_clusters_keep_quorum_and_heal(
         # network heals: the recovery restarts the minority
         plan = recover_rabbitmq.recover(site, journal=journal)
         expect.rabbit_healthy(site, journal=journal)
-    journal.event("rabbitmq.recovery", situation=plan.situation)
+    journal.event(Event.RABBITMQ_RECOVERY, situation=plan.situation)
     workload.assert_nothing_lost()

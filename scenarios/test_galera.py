@@ -9,7 +9,7 @@ import pytest
 from chaos import expect
 from chaos.faults import Faults
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.workload import Workload
 from recovery import galera as recover_galera
 
@@ -79,7 +79,7 @@ def test_full_outage_bootstraps_from_the_most_advanced_node_not_ctl1(
         faults.add("kill", third, "galera")
         observation = recover_galera.observe(site)
         plan = recover_galera.plan(site, observation)
-        journal.event("recovery.plan", text=plan.render())
+        journal.event(Event.RECOVERY_PLAN, text=plan.render())
         recover_galera.execute(site, plan, journal=journal)
         expect.galera_healthy(site, journal=journal)
     expect.check("recovery found a full outage", lambda: plan.situation == "full-outage",

@@ -10,7 +10,7 @@ import pytest
 from chaos import expect
 from chaos.faults import Faults
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.workload import Workload
 from recovery import galera as recover_galera
 from recovery import libvirt as recover_libvirt
@@ -82,7 +82,7 @@ def test_libvirtd_frozen_and_left_so_answers_again_every_vm_in_its_qemu(
     faults.add("freeze", host, "libvirt")
     plan = recover_libvirt.recover(site, only=host, journal=journal)
     verdict = expect.vm_verdict(before, expect.vm_snapshot(site, [host]), journal=journal)
-    journal.event("quorum", service="libvirt", host=host)
+    journal.event(Event.QUORUM, service="libvirt", host=host)
     expect.check(f"recovery saw libvirtd on {host} alive but silent and settled it first",
                  lambda: [m.name for m in plan.settled] == [host], plan.render,
                  journal=journal)

@@ -8,7 +8,7 @@ import pytest
 from chaos import expect
 from chaos.faults import Faults
 from chaos.inventory import Site
-from chaos.journal import Journal
+from chaos.journal import Event, Journal
 from chaos.workload import Workload
 from recovery import rabbitmq as recover_rabbitmq
 
@@ -43,7 +43,7 @@ def test_kill_one_node_leader_moves_no_confirmed_message_lost(
         confirmed(workload, sent + 10)
         plan = recover_rabbitmq.recover(site, journal=journal)
         expect.rabbit_healthy(site, journal=journal)
-    journal.event("rabbitmq.leader", before=old_leader, after=new_leader)
+    journal.event(Event.RABBITMQ_LEADER, before=old_leader, after=new_leader)
     expect.check(f"recovery found {victim} crashed with its data",
                  lambda: "crashed with data" in plan.situation, plan.render, journal=journal)
     workload.assert_nothing_lost()

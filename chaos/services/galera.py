@@ -5,8 +5,15 @@ error 1047)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pymysql
+
+from chaos.inventory import Controller
+from chaos.services import ProcessService, Section
+
+if TYPE_CHECKING:
+    from chaos.inventory import Compute
 
 
 @dataclass(frozen=True)
@@ -79,3 +86,21 @@ def probe(
         return query_state(conn)
     finally:
         conn.close()
+
+
+class Galera(ProcessService):
+    """Galera as the harness's faults see it: a quorum cluster of one node per controller."""
+
+    name = "galera"
+    quorum = True
+    # group communication, IST and SST: cut, the node leaves the component; SQL stays
+    ports = "4567,4568,4444"
+    kinds = frozenset({"kill", "stop", "freeze", "wipe", "fill-disk", "partition",
+                       "power-off", "delete-pod", "drain"})
+
+    def section(self, host: Controller | Compute) -> Section | None:
+        g = host.galera if isinstance(host, Controller) else None
+        return None if g is None else Section(g.target, g.pidfile, g.start, g.datadir)
+
+
+SERVICE = Galera()

@@ -7,7 +7,13 @@ import base64
 import json
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from chaos.inventory import Controller
+from chaos.services import ProcessService, Section
+
+if TYPE_CHECKING:
+    from chaos.inventory import Compute
 
 
 @dataclass(frozen=True)
@@ -87,3 +93,21 @@ def probe(
         cluster_nodes=sorted(n["name"] for n in nodes),
         quorum_queues=quorum,
     )
+
+
+class RabbitMQ(ProcessService):
+    """RabbitMQ as the harness's faults see it: a quorum cluster of one node per controller."""
+
+    name = "rabbitmq"
+    quorum = True
+    # Erlang distribution and epmd: cut, the node is partitioned; AMQP stays
+    ports = "25672,4369"
+    kinds = frozenset({"kill", "stop", "freeze", "wipe", "fill-disk", "partition",
+                       "power-off", "delete-pod", "drain"})
+
+    def section(self, host: Controller | Compute) -> Section | None:
+        r = host.rabbitmq if isinstance(host, Controller) else None
+        return None if r is None else Section(r.target, r.pidfile, r.start, r.data_dir)
+
+
+SERVICE = RabbitMQ()

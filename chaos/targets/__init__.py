@@ -14,6 +14,8 @@ socket of a host.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -23,24 +25,54 @@ from chaos.targets.base import CommandResult, Target, TargetError, TargetUnreach
 if TYPE_CHECKING:
     from chaos.inventory import Site
 
-BACKENDS = {
-    "local": "chaos.targets.local:LocalTarget",
-    "ssh": "chaos.targets.ssh:SshTarget",
-    "docker": "chaos.targets.docker:DockerTarget",
-    "k8s": "chaos.targets.k8s:K8sTarget",
-    "galera": "chaos.targets.sql:SqlTarget",
-}
 
-__all__ = ["CommandResult", "Target", "TargetError", "TargetUnreachable", "backend", "for_url",
-           "host_target"]
+
+class Where(StrEnum):
+    """What kind of place a target URL names, when a service's process can live there."""
+
+    HOST = "process on a host"
+    CONTAINER = "container on the host's docker"
+    POD = "pod in Kubernetes"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    backend: str  # "module:Class", imported at first use
+    # where a process named by such a URL lives; None for a session that is no place
+    # (galera:// is SQL to a node, not where its process runs)
+    place: Where | None
+
+
+# The one list of schemes: the inventory's target fields, placement and backends read it.
+SCHEMES: dict[str, Scheme] = {
+    "local": Scheme("chaos.targets.local:LocalTarget", Where.HOST),
+    "ssh": Scheme("chaos.targets.ssh:SshTarget", Where.HOST),
+    "docker": Scheme("chaos.targets.docker:DockerTarget", Where.CONTAINER),
+    "k8s": Scheme("chaos.targets.k8s:K8sTarget", Where.POD),
+    "galera": Scheme("chaos.targets.sql:SqlTarget", None),
+}
+# the schemes that name where a process lives: what an inventory's target field takes
+PLACE_SCHEMES = tuple(name for name, scheme in SCHEMES.items() if scheme.place is not None)
+
+__all__ = ["PLACE_SCHEMES", "SCHEMES", "CommandResult", "Scheme", "Target", "TargetError",
+           "TargetUnreachable", "Where", "backend", "for_url", "host_target", "where"]
+
+
+def where(url: str) -> Where:
+    """The kind of place a process URL names (the inventory has validated its scheme)."""
+    scheme = SCHEMES.get(url.partition("://")[0])
+    if scheme is None or scheme.place is None:
+        raise ConfigError(f"{url!r}: not where a process lives (schemes: "
+                          f"{', '.join(PLACE_SCHEMES)})")
+    return scheme.place
 
 
 def backend(scheme: str) -> type[Target]:
     try:
-        module, _, name = BACKENDS[scheme].partition(":")
+        module, _, name = SCHEMES[scheme].backend.partition(":")
     except KeyError:
         raise ConfigError(
-            f"unknown target scheme {scheme!r} (known: {', '.join(BACKENDS)})") from None
+            f"unknown target scheme {scheme!r} (known: {', '.join(SCHEMES)})") from None
     cls: type[Target] = getattr(import_module(module), name)
     return cls
 

@@ -6,9 +6,20 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import StrEnum
 
 from chaos.dryrun import refuse
 from chaos.errors import EnvironmentProblem, HarnessError
+
+
+class Action(StrEnum):
+    """An API action a Step asks of its target instead of a shell command (the
+    Kubernetes target's: on a pod, or on the node a pod runs on)."""
+
+    DELETE_POD = "delete-pod"
+    AWAIT_READY = "await-ready"
+    DRAIN_NODE = "drain-node"
+    UNCORDON_NODE = "uncordon-node"
 
 
 class TargetError(HarnessError):

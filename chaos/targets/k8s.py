@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from chaos.errors import ConfigError, ProbeTimeout
-from chaos.targets.base import CommandResult, Target, TargetError, TargetUnreachable
+from chaos.targets.base import Action, CommandResult, Target, TargetError, TargetUnreachable
 
 REQUEST_TIMEOUT = 10.0
 MAX_WATCH_STREAMS = 50
@@ -178,25 +178,26 @@ class K8sTarget(Target):
                 resp.close()
         return CommandResult(self.url, command, int(code or 0), "".join(out), "".join(err))
 
-    def act(self, action: str, *, timeout: float = 60.0) -> CommandResult:
-        """API actions a Step can name: delete-pod, await-ready (a pod of this target
-        Running and Ready again, as its controller recreates it), drain-node and
-        uncordon-node (the node of this target's pod)."""
-        if action == "delete-pod":
+    def act(self, action: Action, *, timeout: float = 60.0) -> CommandResult:
+        """The API actions a Step can name: delete the pod, await a pod of this target
+        Running and Ready again (as its controller recreates it), drain or uncordon the
+        node of this target's pod."""
+        if action is Action.DELETE_POD:
             name = self.delete_pod()
-            return CommandResult(self.url, action, 0, name, "")
-        if action == "await-ready":
+            return CommandResult(self.url, str(action), 0, name, "")
+        if action is Action.AWAIT_READY:
             name = self.await_ready(timeout=timeout)
-            return CommandResult(self.url, action, 0, name, "")
-        if action == "drain-node":
+            return CommandResult(self.url, str(action), 0, name, "")
+        if action is Action.DRAIN_NODE:
             node = self.node_name()
             evicted = self.drain(node)
-            return CommandResult(self.url, action, 0, f"{node}: evicted {', '.join(evicted)}", "")
-        if action == "uncordon-node":
+            return CommandResult(self.url, str(action), 0,
+                                 f"{node}: evicted {', '.join(evicted)}", "")
+        if action is Action.UNCORDON_NODE:
             node = self.node_name()
             self.cordon(node, on=False)
-            return CommandResult(self.url, action, 0, f"{node} schedulable", "")
-        raise ConfigError(f"{self.url}: unknown action {action!r}")
+            return CommandResult(self.url, str(action), 0, f"{node} schedulable", "")
+        raise AssertionError(action)  # every Action is handled above
 
     # -- the node --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import pytest
 
 from chaos import expect, inventory
 from chaos.inventory import Controller, Site
+from chaos.steps import Await
 from chaos.wait import wait_for
 from chaos.workload import DB, GaleraWriter, RabbitPublisher
 from chaoslab import procs
@@ -154,8 +155,8 @@ def test_bootstrap_forced_from_the_least_advanced_node_loses_acknowledged_writes
     try:
         for step in bootstrap_steps:
             step.execute(site)
-        wait_for(lambda: recover_galera._condition(site, "synced:ctl1"), what="ctl1 Primary",
-                 timeout=60)
+        wait_for(lambda: recover_galera._condition(site, Await("synced", "ctl1")),
+                 what="ctl1 Primary", timeout=60)
         verdict = writer.verdict()
         assert not verdict.ok
         assert verdict.lost["ctl1"] > 0, verdict.summary()

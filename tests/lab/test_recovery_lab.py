@@ -8,7 +8,7 @@ import sys
 from chaos import expect, inventory
 from chaos.faults import Faults
 from chaos.inventory import Controller
-from chaos.steps import detached
+from chaos.steps import Await, detached
 from chaos.targets import for_url
 from chaos.wait import wait_for
 from chaoslab.lab import Lab
@@ -33,7 +33,7 @@ def test_two_nodes_bootstrapped_separately_is_split_history_and_refused(lab: Lab
             target.check(detached(
                 ctl3.galera.start + " --wsrep-new-cluster --wsrep-start-position="
                 "00000000-0000-0000-0000-000000000000:-1", "/tmp/chaos-split-ctl3.log"))
-            wait_for(lambda: galera._condition(site, "synced:ctl3"), what="ctl3 alone",
+            wait_for(lambda: galera._condition(site, Await("synced", "ctl3")), what="ctl3 alone",
                      timeout=60)
             uuids = {galera.observe(site).positions["ctl3"].uuid}
             target.check("kill -9 $(cat %s)", ctl3.galera.pidfile or "")

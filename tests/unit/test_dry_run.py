@@ -15,6 +15,7 @@ import yaml
 from chaos import dryrun, expect, inventory
 from chaos.errors import DryRunViolation
 from chaos.journal import Journal
+from chaos.steps import Await
 from recovery import galera, rabbitmq
 from recovery.plan import AT_RUN_TIME
 from tests.unit.ptyutil import finish, spawn
@@ -173,7 +174,7 @@ def test_in_a_rehearsal_nothing_is_evaluated_or_probed(tmp_path: Path) -> None:
         assert plan.situation == AT_RUN_TIME and plan.steps == [] and plan.positions == {}
         assert rabbitmq.recover(site).situation == AT_RUN_TIME
         with pytest.raises(DryRunViolation, match="probing Galera"):
-            galera._condition(site, "healthy:")
+            galera._condition(site, Await("healthy"))
     assert dryrun.active() is None
     assert rehearsal.render().splitlines()[:4] == [
         "  1. check: never evaluated",

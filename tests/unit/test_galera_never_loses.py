@@ -15,6 +15,7 @@ import pytest
 from chaos import inventory
 from chaos.errors import ConfigError
 from chaos.probes import GaleraState, GaleraView
+from chaos.steps import Await
 from recovery import galera
 from recovery.galera import Durability, Observation, Position
 from tests.unit.test_inventory import VALID
@@ -199,7 +200,7 @@ def test_degraded_member_still_starting_is_awaited_not_started_twice() -> None:
                                            starting("ctl3")))
     assert plan.refused is None and not plan.replan
     assert not starts(plan)
-    assert [s.wait for s in plan.steps] == ["synced:ctl3"]
+    assert [s.wait for s in plan.steps] == [Await("synced", "ctl3")]
 
 
 def test_degraded_member_frozen_is_settled_then_replanned() -> None:

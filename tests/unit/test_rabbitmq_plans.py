@@ -9,6 +9,7 @@ from pathlib import Path
 from chaos import inventory
 from chaos.probes import RabbitView
 from chaos.services.rabbitmq import QuorumQueue, RabbitState
+from chaos.steps import Await
 from recovery import rabbitmq
 from recovery.rabbitmq import NodeState
 from tests.unit.test_inventory import VALID
@@ -53,7 +54,7 @@ def test_crashed_node_with_data_is_restarted_and_queues_grown() -> None:
                                   {"ctl1": node("ctl1", True), "ctl2": node("ctl2", True),
                                    "ctl3": node("ctl3", False)}))
     assert plan.situation == "crashed with data: ctl3"
-    assert [s.wait for s in plan.steps] == ["running:ctl3", None]
+    assert [s.wait for s in plan.steps] == [Await("running", "ctl3"), None]
     assert "grow rabbit@ctl3 all" in plan.steps[1].command
     assert not any("forget_cluster_node" in s.command for s in plan.steps)
 
@@ -78,7 +79,7 @@ def test_whole_cluster_stopped_starts_the_last_stopped_node_first() -> None:
         "ctl3": node("ctl3", False, at_shutdown=["ctl3"])}))
     assert plan.situation == "whole cluster stopped"
     assert plan.bootstrap == "ctl3"
-    assert "10.0.0.3" in plan.steps[0].target and plan.steps[0].wait == "running:ctl3"
+    assert "10.0.0.3" in plan.steps[0].target and plan.steps[0].wait == Await("running", "ctl3")
     assert not any("force_load" in s.command for s in plan.steps)
 
 
@@ -97,7 +98,7 @@ def test_partition_restarts_the_minority_only() -> None:
     plan = rabbitmq.plan(site(), (view({"ctl1": majority, "ctl2": majority, "ctl3": minority}),
                                   {h: node(h, True) for h in NODES}))
     assert plan.situation == "partitioned after the network healed"
-    assert [s.wait for s in plan.steps[:2]] == ["stopped:ctl3", "running:ctl3"]
+    assert [s.wait for s in plan.steps[:2]] == [Await("stopped", "ctl3"), Await("running", "ctl3")]
     assert all("10.0.0.3" in s.target for s in plan.steps)
 
 
@@ -135,8 +136,8 @@ def test_all_stopped_a_wiped_node_is_forgotten_by_the_first_before_it_starts() -
     assert plan.refused is None and plan.bootstrap == "ctl1"
     commands = [s.command for s in plan.steps]
     forget = next(i for i, c in enumerate(commands) if "forget_cluster_node rabbit@ctl3" in c)
-    start3 = next(i for i, s in enumerate(plan.steps) if s.wait == "running:ctl3")
-    assert plan.steps[0].wait == "running:ctl1" and forget < start3
+    start3 = next(i for i, s in enumerate(plan.steps) if s.wait == Await("running", "ctl3"))
+    assert plan.steps[0].wait == Await("running", "ctl1") and forget < start3
     assert plan.steps[forget].target == "ssh://root@10.0.0.1"
 
 
@@ -218,7 +219,8 @@ def test_an_answering_node_booted_on_its_own_is_stopped_and_joins_as_new() -> No
                                list(NODES.values()), True, False)
     plan = rabbitmq.plan(site(), (view({"ctl1": two, "ctl2": two, "ctl3": alone}), states))
     assert plan.situation == "booted on its own: ctl3"
-    assert [s.wait for s in plan.steps] == ["stopped:ctl3", None, None, "running:ctl3", None]
+    assert [s.wait for s in plan.steps] == [Await("stopped", "ctl3"), None, None,
+                                            Await("running", "ctl3"), None]
 
 
 def test_parse_data_reads_the_files_as_rabbitmq_writes_them(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from chaos import inventory
 from chaos.errors import ConfigError
 from chaos.probes import GaleraState, GaleraView
+from chaos.steps import Await
 from recovery import galera
 from recovery.galera import Observation, Position, parse_recovered
 from tests.unit.test_inventory import VALID
@@ -57,7 +58,8 @@ def test_full_outage_bootstraps_the_highest_seqno_not_the_first_node() -> None:
     assert "--wsrep-new-cluster" in starts[0].command and "10.0.0.2" in starts[0].target
     assert f"--wsrep-start-position={UUID}:17" in starts[0].command
     # joiners one at a time, each with its own position so IST can serve it
-    assert [s.wait for s in starts] == ["synced:ctl2", "synced:ctl1", "synced:ctl3"]
+    assert [s.wait for s in starts] == [Await("synced", "ctl2"), Await("synced", "ctl1"),
+                                        Await("synced", "ctl3")]
     assert f"--wsrep-start-position={UUID}:10" in starts[1].command
     # only the chosen node is marked safe; every saved view is removed
     marks = [s for s in plan.steps if "safe_to_bootstrap" in s.command]
