@@ -338,6 +338,14 @@ def _plan_all_stopped(ctx: Context, result: RabbitPlan) -> None:
             "and force_boot does not apply; start every node together and the cluster forms "
             "once a majority is up. This procedure covers Mnesia (3.x) only")
     lost = ctx.lost()
+    if len(lost) > len(ctx.order) // 2 and ctx.force_node is None:
+        # queues cannot be read while every node is down; with most nodes' data gone, a
+        # quorum queue with members on them lost its majority for good
+        raise Refused(
+            f"a majority of the nodes lost their data ({', '.join(lost)}): every quorum "
+            "queue with most of its members on them lost its majority for good, and "
+            "forgetting them or growing it back fails. Restore their data from a backup; "
+            "or accept losing what only they held: name the node to boot with --node")
     candidates = [n for n in ctx.order if ctx.states[n].has_data and n not in lost]
     at_shutdown = {n: ctx.states[n].running_at_shutdown for n in candidates}
     lasts = [n for n in candidates if at_shutdown[n] == [ctx.states[n].node]]
@@ -394,12 +402,15 @@ def _plan_all_stopped(ctx: Context, result: RabbitPlan) -> None:
     result.steps.append(_start(ctx.nodes[first], f"{first} boots first"))
     result.notes.append("quorum queues cannot be read while every node is down: a queue "
                         "whose majority lost its data shows only when the nodes are up")
+    # every member that kept its data is back before a lost one rejoins under its old
+    # name: a member still down when that happens finds a stranger where its peer was
+    # and does not boot (measured: ctl2 waited 120 s for a ctl1 that had rejoined as new)
+    result.steps += [_start(ctx.nodes[n], f"{n} starts and rejoins") for n in ctx.order
+                     if n != first and n not in lost]
     for n in lost:
         result.notes.append(f"{n}: {lost[n]}; it is forgotten and joins as a new member")
-        result.steps += [_forget(ctx.nodes[first], ctx.states[n], n), _reset(ctx.nodes[n])]
-    result.steps += [_start(ctx.nodes[n], f"{n} starts and "
-                            + ("joins as a new member" if n in lost else "rejoins"))
-                     for n in ctx.order if n != first]
+        result.steps += [_forget(ctx.nodes[first], ctx.states[n], n), _reset(ctx.nodes[n]),
+                         _start(ctx.nodes[n], f"{n} starts and joins as a new member")]
     result.steps += [_grow(ctx.nodes[n]) for n in ctx.order]
 
 

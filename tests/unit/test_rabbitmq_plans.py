@@ -288,3 +288,13 @@ def test_a_booting_beam_is_not_silent_and_a_start_waits_for_its_port() -> None:
     start = plan.steps[0]
     # the old instance's listener must be gone before a new one starts (eaddrinuse)
     assert start.command.index("ss -Hltn") < start.command.index("setsid")
+
+
+def test_all_stopped_with_most_nodes_wiped_is_refused_unless_named() -> None:
+    observed = all_down(ctl1=stopped("ctl1", at_shutdown=["ctl1"]),
+                        ctl2=stopped("ctl2", data=False), ctl3=stopped("ctl3", data=False))
+    plan = rabbitmq.plan(site(), observed)
+    assert plan.refused is not None and plan.refused.startswith(
+        "a majority of the nodes lost their data (ctl2, ctl3)")
+    named = rabbitmq.plan(site(), observed, force_node="ctl1")
+    assert named.refused is None and named.bootstrap == "ctl1"
