@@ -77,7 +77,7 @@ def _kill_and_wipe(site_host: Controller) -> None:
 def test_a_quorum_queue_whose_majority_lost_its_data_is_refused_up_front(lab: Lab) -> None:
     site = inventory.load(lab.inventory_file)
     expect.rabbit_healthy(site)
-    publisher = confirmed(site, 20)
+    confirmed(site, 20)  # a quorum queue with members on every node
     try:
         for name in ("ctl2", "ctl3"):
             host = site.host(name)
