@@ -126,10 +126,22 @@ def restart_log(pidfile: str) -> str:
     return pidfile.rsplit("/", 1)[0] + "/chaos-restart.log"
 
 
+# shell: "owns PID FILE": PID is alive and started no later than FILE was last written,
+# so it is the process that wrote it. pid_max is 32768 here: over a long run a killed
+# daemon's PID is handed to some other process, and a bare liveness test then mistook a
+# stranger for the daemon and skipped its start (seen once in CI, after a wipe).
+OWNS = ALIVE + ("owns() { alive \"$1\" || return 1; "
+                "st=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f20); "
+                "bt=$(awk '/^btime/{print $2}' /proc/stat); hz=$(getconf CLK_TCK); "
+                "m=$(stat -c %Y \"$2\" 2>/dev/null) || return 0; "
+                "[ $(( bt + st / hz )) -le $(( m + 2 )) ]; }; ")
+
+
 def start_unless_running(pidfile: str, command: str, log: str) -> str:
-    """Start ``command`` detached unless the process in ``pidfile`` is alive: idempotent.
-    A stale pidfile goes first: dockerd refuses to start while its old PID exists, and
-    a killed daemon never reaped by PID 1 exists as a zombie."""
-    return (ALIVE + quote("if pid=$(cat %s 2>/dev/null) && alive \"$pid\"; then :; "
-                          "else rm -f %s; ", pidfile, pidfile)
+    """Start ``command`` detached unless the process in ``pidfile`` is alive and is the
+    one that wrote it: idempotent. A stale pidfile goes first: dockerd refuses to start
+    while its old PID exists, and a killed daemon never reaped by PID 1 exists as a
+    zombie."""
+    return (OWNS + quote("if pid=$(cat %s 2>/dev/null) && owns \"$pid\" %s; then :; "
+                         "else rm -f %s; ", pidfile, pidfile, pidfile)
             + detached(command, log) + "; fi")

@@ -214,7 +214,7 @@ def test_every_start_is_guarded_by_the_pidfile() -> None:
     plan = galera.plan(site(), observation(up("ctl1", 40, size=2), up("ctl2", 40, size=2),
                                            down("ctl3", 38)))
     (start,) = plan.steps
-    assert "alive \"$pid\"" in start.command and "/run/mysqld/mysqld.pid" in start.command
+    assert "owns \"$pid\"" in start.command and "/run/mysqld/mysqld.pid" in start.command
 
 
 # -- the operator's node: used as named, or refused with the reason ------------------------
