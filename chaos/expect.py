@@ -192,23 +192,36 @@ class VmVerdict:
         return not self.restarted and not self.died
 
     def summary(self) -> str:
-        return (f"VMs survived: {len(self.survived)}, restarted: {self.restarted or 0}, "
-                f"died: {self.died or 0}")
+        return (f"VMs survived: {len(self.survived)}, restarted: {_names(self.restarted)}, "
+                f"died: {_names(self.died)}")
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    """A count, and the names while they fit on a line (a fleet has a thousand VMs)."""
+    if not names:
+        return "0"
+    shown = ", ".join(names[:limit]) + (f", … {len(names) - limit} more"
+                                         if len(names) > limit else "")
+    return f"{len(names)} ({shown})"
+
+
+# libvirt states in which a domain has a live qemu process the oracle can follow
+LIVE = frozenset({"running", "paused", "blocked"})
 
 
 def vm_snapshot(site: Site, hosts: list[str]) -> dict[str, DomainIdentity]:
-    """Every running domain on ``hosts``, keyed by UUID."""
+    """Every live domain (running, paused or blocked: a qemu process) on ``hosts``, keyed
+    by UUID. The hosts are asked in parallel; any that does not answer makes the snapshot
+    fail, naming each such host and why: without it nothing can be proven of its VMs."""
     rehearsal = dryrun.active()
     if rehearsal is not None:
         rehearsal.step(f"record every running VM on {', '.join(hosts)}: its qemu pid and "
                        "start time, read on the host")
         return {}
-    found = {}
-    for host in hosts:
-        for dom in probes.domains(site, host):
-            if dom.state == "running" and dom.qemu_pid:
-                found[dom.uuid] = dom
-    return found
+    gathered = probes.fleet(site, hosts)
+    gathered.raise_errors("VM snapshot")
+    return {dom.uuid: dom for doms in gathered.results.values() for dom in doms
+            if dom.state in LIVE and dom.qemu_pid}
 
 
 def vm_verdict(before: dict[str, DomainIdentity], after: dict[str, DomainIdentity],

@@ -147,8 +147,20 @@ class Docker(Model):
 
 
 class Libvirt(Model):
+    """libvirtd of a compute host: in a container or pod (``container``), or a process of
+    the host itself (``pidfile`` and ``start``, as a distribution's service runs it)."""
+
     uri: Annotated[str, Field(pattern=r"^qemu(\+tcp|\+ssh|\+tls)?://")]
-    container: TargetURL  # the container or pod running libvirtd
+    container: TargetURL | None = None  # the container or pod running libvirtd
+    pidfile: str | None = None
+    start: str | None = None  # shell command that starts libvirtd as is
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Libvirt:
+        if self.container is None and not (self.pidfile and self.start):
+            raise ValueError("give either container, or pidfile and start (libvirtd as a "
+                             "process of the host)")
+        return self
 
 
 class Host(Model):

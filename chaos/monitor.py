@@ -8,48 +8,13 @@ from __future__ import annotations
 import threading
 import time
 
-from chaos import probes
+from chaos.fanout import gather
 from chaos.inventory import Site
 from chaos.journal import Event, Journal
+from chaos.services import SERVICES
 
-
-def galera_lane_states(site: Site) -> dict[str, str]:
-    view = probes.galera(site, timeout=1.5)
-    out = {}
-    for node, state in view.states.items():
-        if state is None:
-            out[f"galera/{node}"] = "down"
-        elif state.status != "Primary":
-            out[f"galera/{node}"] = "non-Primary"
-        else:
-            out[f"galera/{node}"] = "Synced" if state.healthy else state.local_state
-    return out
-
-
-def rabbit_lane_states(site: Site) -> dict[str, str]:
-    view = probes.rabbitmq(site, timeout=1.5, queues=False)
-    running = view.running()
-    out = {}
-    for host, state in view.states.items():
-        if state is None:
-            out[f"rabbitmq/{host}"] = "down"
-        elif state.partitioned:
-            out[f"rabbitmq/{host}"] = "partitioned"
-        else:
-            out[f"rabbitmq/{host}"] = "running" if view.nodes[host] in running else "alone"
-    return out
-
-
-def domain_lane_states(site: Site) -> dict[str, str]:
-    out = {}
-    for host in (c.name for c in site.computes if c.libvirt):
-        try:
-            for dom in probes.domains(site, host, timeout=1.5):
-                out[f"vm/{dom.name}"] = (f"running pid {dom.qemu_pid}" if dom.qemu_pid
-                                         else dom.state)
-        except Exception:  # libvirt down is what the lane shows
-            out[f"libvirt/{host}"] = "down"
-    return out
+# each member's answer within this, or its lane says "down" for that sample
+LANE_TIMEOUT = 1.5
 
 
 class Monitor:
@@ -64,18 +29,24 @@ class Monitor:
 
     def _loop(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        tick = 0
         while not self._stop.is_set() and time.monotonic() < deadline:
-            lanes: dict[str, str] = {}
-            for sample in (galera_lane_states, rabbit_lane_states) + (
-                    (domain_lane_states,) if tick % 2 == 0 else ()):
-                try:
-                    lanes.update(sample(self.site))
-                except Exception as exc:  # an observer never ends a scenario
-                    lanes[f"monitor/{sample.__name__}"] = f"error: {exc}"[:80]
-            self.journal.event(Event.SAMPLE, lanes=lanes)
-            tick += 1
+            self.journal.event(Event.SAMPLE, lanes=self.sample())
             self._stop.wait(self.interval)
+
+    def sample(self) -> dict[str, str]:
+        """One sample of every service's lanes, the services asked at once (each fans
+        out over its own members), so a sample costs about the slowest member's answer:
+        on a 50-compute site well within the one-second interval (bench/scale.py)."""
+        present = self.site.services()
+        gathered = gather([name for name in SERVICES if name in present],
+                          lambda name: SERVICES[name].lanes(self.site, timeout=LANE_TIMEOUT),
+                          deadline=3 * LANE_TIMEOUT)
+        lanes: dict[str, str] = {}
+        for found in gathered.results.values():
+            lanes.update(found)
+        for name, error in gathered.errors.items():  # an observer never ends a scenario
+            lanes[f"monitor/{name}"] = f"error: {error}"[:80]
+        return lanes
 
     def __enter__(self) -> Monitor:
         self._thread.start()

@@ -17,11 +17,12 @@ from typing import Any
 
 from chaos import dryrun, probes
 from chaos.errors import ConfigError, HarnessError
+from chaos.fanout import gather
 from chaos.inventory import Compute, Site
 from chaos.journal import Journal
 from chaos.services.libvirt import SERVICE as LIBVIRT
 from chaos.services.libvirt import libvirtd_pid
-from chaos.steps import ALIVE, PROC_INFO, Await, Step
+from chaos.steps import ALIVE, OWNS, PROC_INFO, Await, Step, restart_log, start_unless_running
 from chaos.targets import Where, host_target
 from chaos.targets.base import Action, quote
 from chaos.targets.docker import parse as parse_docker
@@ -89,6 +90,7 @@ def _docker_prefix(host: Compute) -> tuple[str, str]:
     if LIBVIRT.placement(host).where is not Where.CONTAINER or host.docker is None:
         raise ConfigError(f"{host.name}: only docker-run libvirt can be restarted so far "
                           f"({host.libvirt.container})")
+    assert host.libvirt.container is not None  # a CONTAINER placement has one
     _, name = parse_docker(host.libvirt.container)
     return quote("docker -H %s ", host.docker.socket), name
 
@@ -104,9 +106,26 @@ def _in_pod(host: Compute) -> bool:
     return host.libvirt is not None and LIBVIRT.placement(host).in_pod
 
 
+def _as_process(host: Compute) -> bool:
+    return host.libvirt is not None and LIBVIRT.placement(host).where is Where.HOST
+
+
+def _process_state(site: Site, host: Compute) -> str:
+    """running or stopped: whether the process in libvirtd's pidfile is alive and wrote
+    it (a PID come round to another process is not libvirtd)."""
+    assert host.libvirt is not None and host.libvirt.pidfile is not None
+    out = host_target(site, host.name, need="read its libvirtd's state").run(
+        OWNS + quote("pid=$(cat %s 2>/dev/null) && owns \"$pid\" %s && echo running || "
+                     "echo stopped", host.libvirt.pidfile, host.libvirt.pidfile), timeout=15)
+    return out.stdout.strip() or "unknown: no answer"
+
+
 def _container_state(site: Site, host: Compute) -> str:
-    """running, exited, absent: of the docker container, or of the pod's readiness."""
+    """running, exited, absent: of the docker container, or of the pod's readiness; for
+    libvirtd run as a process of the host, running or stopped."""
     assert host.libvirt is not None
+    if _as_process(host):
+        return _process_state(site, host)
     if _in_pod(host):
         from chaos.targets import for_url
         from chaos.targets.k8s import K8sTarget
@@ -116,6 +135,7 @@ def _container_state(site: Site, host: Compute) -> str:
             # answers; until then libvirt may still answer, about to be stopped
             host_target(site, host.name, need="wait for its docker daemon").run(
                 _wait_docker(host), timeout=40)
+        assert host.libvirt.container is not None  # a POD placement has one
         pod = for_url(host.libvirt.container, site)
         assert isinstance(pod, K8sTarget)
         return "running" if pod.ready() else "not ready"
@@ -131,8 +151,10 @@ def observe(site: Site, *, only: str | None = None,
     ``read_only`` (a dry run's request) changes nothing."""
     if PROCEDURE.rehearse("observe", on=only):
         return {}
-    states = {}
-    for host in _computes(site, only):
+    hosts = {h.name: h for h in _computes(site, only)}
+
+    def look(name: str) -> HostState:
+        host = hosts[name]
         try:
             container = _container_state(site, host)
         except HarnessError as exc:
@@ -146,18 +168,25 @@ def observe(site: Site, *, only: str | None = None,
         pid, pstate, age = (None, "", None)
         if container == "running" and not answers:
             pid, pstate, age = _libvirtd_process(site, host)
-        states[host.name] = HostState(host.name, container, answers, found, pid, pstate, age,
-                                      error)
-    return states
+        return HostState(host.name, container, answers, found, pid, pstate, age, error)
+
+    # every compute at once: a fleet of 50 is observed in about one host's time
+    gathered = gather(hosts, look, deadline=60)
+    return {name: gathered.results.get(name) or HostState(
+                name, f"unknown: {gathered.errors[name]}", False, [],
+                error=gathered.errors[name]) for name in hosts}
 
 
 def _libvirtd_process(site: Site, host: Compute) -> tuple[int | None, str, int | None]:
     """libvirtd's pid, /proc state letter and age, read on the host (read only)."""
     assert host.libvirt is not None
-    if host.docker is None:
+    if _as_process(host):
+        pid = quote("pid=$(cat %s 2>/dev/null)", host.libvirt.pidfile or "")
+    elif host.docker is None:
         return None, "", None
-    script = (ALIVE + PROC_INFO + libvirtd_pid(host.docker.socket, LIBVIRT.placement(host))
-              + ' && alive "$pid" && echo PID "$pid" $(procinfo "$pid")')
+    else:
+        pid = libvirtd_pid(host.docker.socket, LIBVIRT.placement(host))
+    script = ALIVE + PROC_INFO + pid + ' && alive "$pid" && echo PID "$pid" $(procinfo "$pid")'
     try:
         out = host_target(site, host.name, need="read libvirtd's process state").run(
             script, timeout=15).stdout
@@ -197,6 +226,14 @@ def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None =
             continue
         result.situation = "libvirt down"
         assert host.libvirt is not None
+        if _as_process(host):
+            assert host.libvirt.pidfile is not None and host.libvirt.start is not None
+            where = host_target(site, host.name, need="start its libvirtd").url
+            result.steps.append(Step(where, start_unless_running(
+                host.libvirt.pidfile, host.libvirt.start, restart_log(host.libvirt.pidfile)),
+                f"libvirtd on {host.name} runs and answers again",
+                wait=Await("answers", host.name), wait_timeout=60, timeout=60))
+            continue
         if _in_pod(host):
             # The kubelet restarts a dead container by itself, but with a back-off that
             # doubles on each crash (10 s ... 5 min; measured: 160 s after the suite's
@@ -204,6 +241,7 @@ def plan(site: Site, observed: dict[str, HostState], *, force_node: str | None =
             # back-off, and deleting the pod stops no VM where libvirtd left the
             # container's cgroups: the operator's move, and the procedure's.
             url = host.libvirt.container
+            assert url is not None  # a POD placement has one
             result.steps.append(Step(url, f"delete the pod behind {url}", "a fresh libvirt "
                                      f"pod on {host.name}, without crash-loop back-off",
                                      action=Action.DELETE_POD))
@@ -232,11 +270,10 @@ def _condition(site: Site, condition: Await) -> tuple[bool, object]:
             return False, str(exc)
     if kind == "all":
         hosts = [c.name for c in site.computes if c.libvirt] if not host else [host]
-        try:
-            found = {h: probes.domains(site, h, timeout=3) for h in hosts}
-        except Exception as exc:  # not yet
-            return False, str(exc)
-        return True, found
+        gathered = probes.fleet(site, hosts, timeout=3)
+        if gathered.errors:  # not yet
+            return False, gathered.describe_errors()
+        return True, gathered.results
     raise AssertionError(condition)
 
 

@@ -111,6 +111,12 @@ class Service(Protocol):
         generic plan for a process (or a pod) applies."""
         ...
 
+    def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
+        """One sample of its members' states for the report's timeline: lane name
+        (``<service>/<host>[/<item>]``) -> state word; its members asked in parallel,
+        each within ``timeout``. A member that does not answer is a state ("down")."""
+        ...
+
 
 @dataclass(frozen=True)
 class Section:
@@ -156,6 +162,9 @@ class ProcessService:
     def fault_steps(self, site: Site, kind: str, host: Controller | Compute,
                     fault_id: str) -> tuple[list[Step], list[Step]] | None:
         return None  # a process (or a pod) like any other
+
+    def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
+        return {}  # no lanes of its own: what runs under it has them
 
 
 # name -> the module whose SERVICE implements it; imported at first use

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 
 import pymysql
 
+from chaos.dryrun import refuse
+from chaos.fanout import ask_each
 from chaos.inventory import Controller
 from chaos.services import ProcessService, Section
 
 if TYPE_CHECKING:
-    from chaos.inventory import Compute
+    from chaos.inventory import Compute, Site
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,39 @@ def probe(
         conn.close()
 
 
+@dataclass(frozen=True)
+class GaleraView:
+    """Every node's answer at one moment."""
+
+    states: dict[str, GaleraState | None]
+    errors: dict[str, str]
+
+    def primary(self) -> list[str]:
+        return [n for n, s in self.states.items() if s is not None and s.status == "Primary"]
+
+    def healthy(self, size: int | None = None) -> bool:
+        want = size if size is not None else len(self.states)
+        return all(s is not None and s.healthy and s.size == want for s in self.states.values())
+
+    def describe(self) -> str:
+        return ", ".join(f"{n}: {s.describe() if s else 'down (' + self.errors[n][:40] + ')'}"
+                         for n, s in self.states.items())
+
+
+def view(site: Site, *, timeout: float = 3.0) -> GaleraView:
+    """Every Galera node's answer, the nodes asked in parallel."""
+    refuse("probing Galera")
+    user, password = site.credentials.db.user, site.credentials.db.password.reveal()
+
+    def ask(c: Controller) -> GaleraState:
+        assert c.galera is not None
+        return probe(c.address, c.galera.port, user, password, timeout=timeout)
+
+    # any failure to answer is an observation: the node's state is None, with the reason
+    return GaleraView(*ask_each([c for c in site.controllers if c.galera], ask,
+                                deadline=3 * timeout + 1))
+
+
 class Galera(ProcessService):
     """Galera as the harness's faults see it: a quorum cluster of one node per controller."""
 
@@ -101,6 +136,17 @@ class Galera(ProcessService):
     def section(self, host: Controller | Compute) -> Section | None:
         g = host.galera if isinstance(host, Controller) else None
         return None if g is None else Section(g.target, g.pidfile, g.start, g.datadir)
+
+    def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
+        out = {}
+        for node, state in view(site, timeout=timeout).states.items():
+            if state is None:
+                out[f"galera/{node}"] = "down"
+            elif state.status != "Primary":
+                out[f"galera/{node}"] = "non-Primary"
+            else:
+                out[f"galera/{node}"] = "Synced" if state.healthy else state.local_state
+        return out
 
 
 SERVICE = Galera()

@@ -9,11 +9,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from chaos.dryrun import refuse
+from chaos.errors import ConfigError
+from chaos.fanout import ask_each
 from chaos.inventory import Controller
 from chaos.services import ProcessService, Section
 
 if TYPE_CHECKING:
-    from chaos.inventory import Compute
+    from chaos.inventory import Compute, Site
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,74 @@ def probe(
     )
 
 
+@dataclass(frozen=True)
+class RabbitView:
+    """Each node's own view of the cluster (management API), or why it gave none."""
+
+    states: dict[str, RabbitState | None]
+    errors: dict[str, str]
+    nodes: dict[str, str]  # host name -> Erlang node name
+
+    def running(self) -> set[str]:
+        """Erlang names every answering node agrees are running."""
+        views = [set(s.running_nodes) for s in self.states.values() if s is not None]
+        return set.intersection(*views) if views else set()
+
+    def partitioned(self) -> bool:
+        return any(s.partitioned for s in self.states.values() if s is not None)
+
+    def healthy(self) -> bool:
+        return (all(s is not None for s in self.states.values())
+                and self.running() == set(self.nodes.values()) and not self.partitioned()
+                and not self.queues_missing_members())
+
+    def quorum_queues(self) -> dict[str, QuorumQueue]:
+        """Every quorum queue, as the first answering node lists it."""
+        for state in self.states.values():
+            if state is not None:
+                return state.quorum_queues
+        return {}
+
+    def queues_missing_members(self) -> dict[str, list[str]]:
+        """Quorum queues lacking an online member on some cluster node."""
+        want = set(self.nodes.values())
+        for state in self.states.values():
+            if state is not None:
+                return {name: sorted(want - set(q.online))
+                        for name, q in state.quorum_queues.items() if want - set(q.online)}
+        return {}
+
+    def describe(self) -> str:
+        parts = []
+        for host, state in self.states.items():
+            if state is None:
+                parts.append(f"{host}: down ({self.errors.get(host, '')[:40]})")
+            else:
+                parts.append(f"{host}: {len(state.running_nodes)} running"
+                             + (" PARTITIONED" if state.partitioned else ""))
+        missing = self.queues_missing_members()
+        if missing:
+            parts.append(f"queues missing members: {len(missing)}")
+        return ", ".join(parts)
+
+
+def view(site: Site, *, timeout: float = 3.0, queues: bool = True) -> RabbitView:
+    """Each RabbitMQ node's own view of the cluster, the nodes asked in parallel."""
+    refuse("probing RabbitMQ")
+    user, password = site.credentials.rabbitmq.user, site.credentials.rabbitmq.password.reveal()
+    nodes = [c for c in site.controllers if c.rabbitmq]
+
+    def ask(c: Controller) -> RabbitState:
+        if c.rabbitmq is None or c.rabbitmq.management_port is None:
+            raise ConfigError("no management port in the inventory")
+        return probe(f"http://{c.address}:{c.rabbitmq.management_port}", user, password,
+                     timeout=timeout, queues=queues)
+
+    # a node that does not answer is an observation: its state is None, with the reason
+    return RabbitView(*ask_each(nodes, ask, deadline=3 * timeout + 1),
+                      {c.name: c.rabbitmq.node for c in nodes if c.rabbitmq})
+
+
 class RabbitMQ(ProcessService):
     """RabbitMQ as the harness's faults see it: a quorum cluster of one node per controller."""
 
@@ -108,6 +179,19 @@ class RabbitMQ(ProcessService):
     def section(self, host: Controller | Compute) -> Section | None:
         r = host.rabbitmq if isinstance(host, Controller) else None
         return None if r is None else Section(r.target, r.pidfile, r.start, r.data_dir)
+
+    def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
+        found = view(site, timeout=timeout, queues=False)
+        running = found.running()
+        out = {}
+        for host, state in found.states.items():
+            if state is None:
+                out[f"rabbitmq/{host}"] = "down"
+            elif state.partitioned:
+                out[f"rabbitmq/{host}"] = "partitioned"
+            else:
+                out[f"rabbitmq/{host}"] = "running" if found.nodes[host] in running else "alone"
+        return out
 
 
 SERVICE = RabbitMQ()

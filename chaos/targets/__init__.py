@@ -87,8 +87,8 @@ def host_target(site: Site, host_name: str, *, need: str) -> Target:
     if host.access == "ssh" and host.ssh is not None:
         from chaos.targets.ssh import SshTarget
 
-        return SshTarget(f"ssh://{host.ssh.user}@{host.address}:{host.ssh.port}",
-                         key_file=str(host.ssh.key_file) if host.ssh.key_file else None)
+        return SshTarget.shared(f"ssh://{host.ssh.user}@{host.address}:{host.ssh.port}",
+                                key_file=str(host.ssh.key_file) if host.ssh.key_file else None)
     raise ConfigError(f"host {host_name}: the inventory gives no access (ssh or local) — "
                       f"needed to {need}")
 
@@ -99,13 +99,16 @@ def for_url(url: str, site: Site | None = None) -> Target:
     if not sep:
         raise ConfigError(f"{url!r}: not a target URL (scheme://…)")
     cls = backend(scheme)
-    if scheme == "ssh" and site is not None:
+    if scheme == "ssh":
         from urllib.parse import urlsplit
 
+        from chaos.targets.ssh import SshTarget
+
         address = urlsplit(url).hostname
-        for host in [*site.controllers, *site.computes]:
+        for host in [*site.controllers, *site.computes] if site is not None else []:
             if host.address == address and host.ssh and host.ssh.key_file:
-                return cls(url, key_file=str(host.ssh.key_file))  # type: ignore[call-arg]
+                return SshTarget.shared(url, key_file=str(host.ssh.key_file))
+        return SshTarget.shared(url)
     if scheme == "docker":
         from chaos.inventory import Compute
         from chaos.targets.docker import parse
