@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("action", choices=["up", "down", "status", "env"])
     lab.add_argument("--kube", action="store_true",
                      help="with up: the Kubernetes tier too (built from Debian's source once)")
+    lab.add_argument("--computes", type=int, metavar="N",
+                     help="with up: N compute hosts in all; those past the first three are "
+                          "light (own address, sshd and libvirtd; paused qemu VMs)")
+    lab.add_argument("--vms", type=int, metavar="K",
+                     help="with up --computes: VMs on each light compute (default 1)")
     lab.add_argument("--lab-dir",
                      help="lab directory (default $CHAOS_LAB_DIR or /var/lib/chaos-lab)")
 

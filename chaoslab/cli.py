@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from chaos.errors import EXIT_OK, EXIT_VERDICT
+from chaoslab.fleet import FleetSize
 from chaoslab.lab import Lab
 
 
@@ -17,12 +18,20 @@ def run(args: argparse.Namespace) -> int:
     goes up to the CLI, which prints it and exits with its code."""
     lab = Lab(Path(args.lab_dir) if args.lab_dir else None)
     if args.action == "up":
-        result = lab.up(kube=args.kube)
+        fleet = None
+        if args.computes is not None or args.vms is not None:
+            fleet = FleetSize(args.computes if args.computes is not None else 3,
+                              args.vms if args.vms is not None else 1)
+        result = lab.up(kube=args.kube, fleet=fleet)
         if result.already_up:
             print(f"lab already up at {lab.root} (nothing to do)")
         else:
             print(f"lab up in {result.seconds:.1f}s at {lab.root}")
         print(f"inventory: {result.inventory}")
+        size = lab.fleet_size()
+        if size is not None:
+            print(f"computes: {size.computes} (cmp4..cmp{size.computes}: light hosts, "
+                  f"{size.vms} paused VM(s) each)")
         if lab.kube_enabled():
             print(f"kubernetes tier: inventory {lab.kube_inventory_file}, "
                   f"kubeconfig {lab.kube().kubeconfig}")

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chaoslab.fleet import FleetLab
 from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Component, LabSecrets
 
 if TYPE_CHECKING:
@@ -68,6 +69,20 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
                         "container": f"docker://{name}/{compute.container_name(name)}"},
             "expect_vms": "survive" if mode == "right" else "die",
         })
+    fleet = parts.get("fleet")
+    if isinstance(fleet, FleetLab):
+        fleet_ssh = {"user": "root", "port": SSH_PORT, "key_file": str(fleet.sshd.client_key)}
+        for host in fleet.hosts:
+            computes.append({
+                "name": host.name,
+                "address": host.address,
+                "ssh": fleet_ssh,
+                # libvirtd as a process of the host: no docker on a fleet host
+                "libvirt": {"uri": fleet.uri(host),
+                            "pidfile": str(fleet.pidfile(host.name)),
+                            "start": fleet.start_command(host.name)},
+                "expect_vms": "survive",
+            })
     return {
         "name": "lab",
         "kind": "process",

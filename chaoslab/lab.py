@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from chaos.errors import HarnessError, LabError
+from chaos.errors import ConfigError, HarnessError, LabError
 from chaos.inventory import LAB_DIR, lab_dir
+from chaoslab.fleet import FleetLab, FleetSize
 from chaoslab.inventory import kube_inventory, lab_env, lab_inventory
 from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Check, Component, Host, LabSecrets
 from chaoslab.procs import Daemon
@@ -75,9 +76,23 @@ class Lab:
 
         return KubeLab(self.root / "kube", self.secrets(), cgroup_prefix=self.cgroup_prefix())
 
-    def components(self, *, kube: bool | None = None) -> list[Component]:
-        """The process lab's components, and the Kubernetes tier's when it is (to be) up."""
+    def fleet_size(self) -> FleetSize | None:
+        """The fleet of light computes the running lab has (``lab up --computes N``)."""
+        state = self.read_state()
+        fleet = state.get("fleet") if state else None
+        return FleetSize(fleet["computes"], fleet["vms"]) if fleet else None
+
+    def fleet(self, size: FleetSize) -> FleetLab:
+        return FleetLab(self.root / "fleet", size)
+
+    def components(self, *, kube: bool | None = None,
+                   fleet: FleetSize | None = None) -> list[Component]:
+        """The process lab's components, the fleet's when it has one, and the Kubernetes
+        tier's when it is (to be) up."""
         parts = self._process_components()
+        size = fleet or self.fleet_size()
+        if size is not None and size.hosts():
+            parts.append(self.fleet(size))
         if self.kube_enabled() if kube is None else kube:
             parts.append(self.kube())
         return parts
@@ -164,9 +179,10 @@ class Lab:
 
     # -- up / down / status -----------------------------------------------------------
 
-    def up(self, *, kube: bool = False) -> UpResult:
+    def up(self, *, kube: bool = False, fleet: FleetSize | None = None) -> UpResult:
         """Bring the lab up from nothing; with ``kube``, the Kubernetes tier too (added
-        to a running lab when only it is missing)."""
+        to a running lab when only it is missing); with ``fleet``, that many computes in
+        all, the ones past the first three light (chaoslab.fleet)."""
         start = time.monotonic()
         if kube and not self.kube_enabled():
             from chaoslab import kubebuild
@@ -181,6 +197,14 @@ class Lab:
             if state is not None:
                 dead = [d.name for d in self.daemons(state) if not d.alive()]
                 if state.get("phase") == "up" and not dead:
+                    have = self.fleet_size()
+                    if fleet is not None and fleet != have:
+                        computes = have.computes if have else 3
+                        raise ConfigError(
+                            f"the lab is up with {computes} computes"
+                            + (f" ({have.vms} VM(s) each past the third)" if have else "")
+                            + f"; for --computes {fleet.computes} --vms {fleet.vms}, run "
+                            "'chaos lab down' first")
                     if kube and not state.get("kube"):
                         self._state = state
                         self._add_kube()
@@ -196,13 +220,16 @@ class Lab:
                     f"stale lab directory {self.root} from a crashed run ({why}); "
                     "run 'chaos lab down' first"
                 )
-            components = self.components(kube=False)
-            problems = [p for c in self.components(kube=kube) for p in c.preflight()]
+            components = self.components(kube=False, fleet=fleet)
+            problems = [p for c in self.components(kube=kube, fleet=fleet)
+                        for p in c.preflight()]
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise LabError(problems[0] + more)
             self._state = {"version": STATE_VERSION, "phase": "starting",
                            "started": time.time(), "daemons": [], "kube": False}
+            if fleet is not None and fleet.hosts():
+                self._state["fleet"] = {"computes": fleet.computes, "vms": fleet.vms}
             self._write_state()
             try:
                 self._up_all(components)
