@@ -319,6 +319,30 @@ def _rootfs_tar() -> bytes:
     return buffer.getvalue()
 
 
+def libvirtd_conf(host: str, address: str, port: int) -> str:
+    """libvirtd listening on the host's own address only, over TCP, no auth (loopback)."""
+    return f"""# written by chaoslab for {host}
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "{address}"
+tcp_port = "{port}"
+auth_tcp = "none"
+auth_unix_rw = "none"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+"""
+
+
+QEMU_CONF = """# no libvirt-daemon-system: no virtlogd, no AppArmor/SELinux, everything as root
+user = "root"
+group = "root"
+security_driver = "none"
+dynamic_ownership = 0
+stdio_handler = "file"
+# no per-VM cgroups: qemu stays in libvirtd's cgroup, which is what the modes are about
+cgroup_controllers = [ ]
+"""
+
+
 ENTRYPOINT = """#!/bin/sh
 # CHAOS_CGROUP set ("right" mode): leave the container's cgroups in every hierarchy, so
 # that runc, which kills every process of the container's cgroup when the container
@@ -599,27 +623,8 @@ class ComputeLab:
     def write_config(self, h: ComputeHost) -> None:
         home = self.node_home(h.name)
         (home / "etc" / "libvirtd.conf").write_text(
-            f"""# written by chaoslab.compute for {h.name} ({h.mode})
-listen_tls = 0
-listen_tcp = 1
-listen_addr = "{h.address}"
-tcp_port = "{self.libvirt_port}"
-auth_tcp = "none"
-auth_unix_rw = "none"
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-"""
-        )
-        (home / "etc" / "qemu.conf").write_text(
-            """# no libvirt-daemon-system: no virtlogd, no AppArmor/SELinux, everything as root
-user = "root"
-group = "root"
-security_driver = "none"
-dynamic_ownership = 0
-stdio_handler = "file"
-# no per-VM cgroups: qemu stays in libvirtd's cgroup, which is what the modes are about
-cgroup_controllers = [ ]
-"""
-        )
+            libvirtd_conf(f"{h.name} ({h.mode})", h.address, self.libvirt_port))
+        (home / "etc" / "qemu.conf").write_text(QEMU_CONF)
         entry = home / "bin" / "entrypoint.sh"
         entry.write_text(ENTRYPOINT)
         entry.chmod(0o755)

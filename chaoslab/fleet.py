@@ -35,7 +35,7 @@ from chaos.errors import ConfigError, LabError, ProbeTimeout, ServiceError
 from chaos.services.libvirt import module, with_libvirt
 from chaos.wait import wait_for
 from chaoslab import procs
-from chaoslab.compute import DEFAULT_CAPABILITIES_CACHE
+from chaoslab.compute import DEFAULT_CAPABILITIES_CACHE, QEMU_CONF, libvirtd_conf
 from chaoslab.model import SSH_PORT, Check, Host, Register
 from chaoslab.procs import Daemon
 from chaoslab.sshd import SshdLab
@@ -48,14 +48,6 @@ MAX_VMS = 40  # per host
 # directories libvirtd insists on; each fleet host's own is bound over them in its namespace
 LIBVIRT_DIRS = {"etc": "/etc/libvirt", "run": "/run/libvirt", "lib": "/var/lib/libvirt",
                 "log": "/var/log/libvirt", "cache": "/var/cache/libvirt"}
-QEMU_CONF = """# written by chaoslab.fleet: no virtlogd, no security driver, everything as root
-user = "root"
-group = "root"
-security_driver = "none"
-dynamic_ownership = 0
-stdio_handler = "file"
-cgroup_controllers = [ ]
-"""
 
 
 @dataclass(frozen=True)
@@ -138,15 +130,7 @@ class FleetLab:
         for sub in LIBVIRT_DIRS:
             (home / sub).mkdir(parents=True, exist_ok=True)
         (home / "etc" / "libvirtd.conf").write_text(
-            f"""# written by chaoslab.fleet for {host.name}
-listen_tls = 0
-listen_tcp = 1
-listen_addr = "{host.address}"
-tcp_port = "{LIBVIRT_PORT}"
-auth_tcp = "none"
-auth_unix_rw = "none"
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-""")
+            libvirtd_conf(host.name, host.address, LIBVIRT_PORT))
         (home / "etc" / "qemu.conf").write_text(QEMU_CONF)
         binds = " && ".join(f"mount --bind {shlex.quote(str(home / sub))} {target}"
                             for sub, target in LIBVIRT_DIRS.items())
