@@ -11,6 +11,7 @@ adds "check: <claim>" without evaluating it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -253,3 +254,15 @@ def more_acknowledged(ledger: OpLedger, more_than: int, *, what: str,
     count, _ = _wait(lambda: (len(ledger.acked) > more_than, len(ledger.acked)),
                      what=f"more than {more_than} {what}", timeout=timeout, empty=more_than)
     return count
+
+
+def pace(start: float, n: int, every: float) -> None:
+    """Hold a rolling fault to its stated rate: return once the ``n``-th host is due
+    (``start`` + ``n`` * ``every`` seconds, monotonic clock), at once if already late.
+    A dry run says so instead of sleeping."""
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        if n == 1:
+            rehearsal.step(f"pace: one host every {every:g}s (or as fast as each recovers)")
+        return
+    time.sleep(max(0.0, min(every, start + n * every - time.monotonic())))

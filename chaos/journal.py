@@ -50,6 +50,7 @@ class Event(StrEnum):
     VMS_RESTARTED_BY_HARNESS = "vms.restarted_by_harness"  # VMs a scenario started again
     RABBITMQ_LEADER = "rabbitmq.leader"  # a quorum queue's leader before and after
     RABBITMQ_RECOVERY = "rabbitmq.recovery"  # RabbitMQ's recovery situation
+    ROLL = "roll"  # a rolling fault's hosts and its stated pace (seconds between hosts)
 
 
 class Journal:

@@ -106,11 +106,11 @@ def test_chaos_run_dry_run_plans_every_scenario_and_reaches_nothing(
     assert audit_log.read_text() == "", "the dry run tried to reach something"
     assert not (tmp_path / "ledger").exists() or not list((tmp_path / "ledger").iterdir())
 
-    assert re.search(r"\b23 skipped in ", out), out
+    assert re.search(r"\b24 skipped in ", out), out
     assert not re.search(r"\b(passed|failed|errors?)\b", out.split("short test summary")[-1])
     reasons = re.findall(r"SKIPPED \[(\d+)\] \S*scenarios/\S+: dry run: \d+ steps planned, "
                          r"nothing acted on", out)
-    assert sum(int(n) for n in reasons) == 23, out
+    assert sum(int(n) for n in reasons) == 24, out
     assert "every scenario planned, nothing acted on (dry run)" in out
 
     plan = out.split("test_full_outage_bootstraps_from_the_most_advanced_node_not_ctl1  [")[1]
