@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos import dryrun
+from chaos import dryrun, terminal
 from chaos import inventory as inv
 from chaos.errors import EXIT_UNREACHABLE, ConfigError, EnvironmentProblem, HarnessError
 from chaos.faults import Faults, heal, sigterm_raises
@@ -289,8 +289,6 @@ class Runbook:
 
     def __call__(self, step: Step) -> None:
         self.count += 1
-        text = (f"\n--- runbook step {self.count} ---\n  target: {step.target}\n"
-                f"  action: {step.command}\n  expect: {step.effect}\n")
         try:
             tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
         except OSError:
@@ -299,6 +297,12 @@ class Runbook:
             tty = None
         if tty is not None:
             try:
+                # fitted to the operator's terminal: long commands wrap under themselves
+                text = "\n" + terminal.card(
+                    f"runbook step {self.count}",
+                    [("target", step.target), ("action", step.command),
+                     ("expect", step.effect)],
+                    terminal.columns(tty), colour="NO_COLOR" not in os.environ)
                 os.write(tty, (text + ("  press Enter to run it, Ctrl-C to stop: " if self.ask
                                        else "  (--yes: running)\n")).encode())
                 # an operator takes their time: no deadline on reading the answer, but

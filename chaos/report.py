@@ -108,6 +108,12 @@ def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for e in events if e["event"] in keep]
 
 
+def tally(report_dir: Path) -> dict[str, int]:
+    """How many scenarios passed, failed and were skipped, from the run's JUnit file."""
+    outcomes = [case["outcome"] for case in _junit(report_dir / "junit.xml").values()]
+    return {o: outcomes.count(o) for o in ("passed", "failed", "skipped")}
+
+
 def build(report_dir: Path, title: str = "") -> Path:
     """Write report.html next to journal.jsonl and junit.xml; return its path."""
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -15,9 +15,12 @@ import dataclasses
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.rule import Rule
+from rich.table import Table
 from rich.text import Text
 
 # how deep a container without describe() is spelled out before str() takes over
@@ -89,7 +92,25 @@ def render(renderable: RenderableType, width: int, *, colour: bool = True) -> st
     """What rich would print for ``renderable`` on a terminal ``width`` cells wide, as
     text to write to a raw file descriptor (the runbook writes to /dev/tty itself)."""
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=colour, no_color=not colour,
+    console = Console(file=buffer, force_terminal=colour, no_color=not colour,
                       highlight=False, soft_wrap=False)
+    # one cell short of the width: a line that fills the last column makes some
+    # terminals wrap early; the padding rich adds to fill a row is dropped likewise
+    console.width = max(width - 1, 20)
     console.print(renderable)
-    return buffer.getvalue()
+    return "\n".join(line.rstrip(" ") for line in buffer.getvalue().split("\n"))
+
+
+def card(title: str, rows: Sequence[tuple[str, str]], width: int, *,
+         colour: bool = True) -> str:
+    """A titled block of ``label: value`` rows for a terminal ``width`` cells wide.
+    Values wrap under themselves rather than being cut: a command an operator is asked
+    to confirm is shown whole, and a path longer than a line folds instead of running
+    off the edge."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        grid.add_row(f"{label}:", value)
+    return render(Group(Rule(title, style="dim", align="left"), Padding(grid, (0, 0, 0, 2))),
+                  width, colour=colour)
