@@ -221,7 +221,14 @@ def _run(args: argparse.Namespace, pytest_args: list[str]) -> int:
     from chaos import report
 
     html = report.build(report_dir, title=f"{inventory} {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"chaos run: {verdict}; report: {report_dir.resolve()} ({html.name})")
+    tally = ", ".join(f"{n} {outcome}" for outcome, n in report.tally(report_dir).items() if n)
+    # the verdict on a short line of its own; each path whole on the next ones (never
+    # cut to the terminal's width: it is there to be copied)
+    print(f"chaos run: {verdict}" + (f" ({tally})" if tally else ""))
+    print(f"  report: {html.resolve()}")
+    journal = report_dir / "journal.jsonl"
+    if journal.exists():
+        print(f"  journal: {journal.resolve()}")
     if code in (0, 1, 3):
         return code
     return EXIT_USAGE

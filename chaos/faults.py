@@ -376,10 +376,14 @@ class Faults:
     def __init__(self, site: Site, *, inventory_path: str | None = None,
                  ledger: Ledger | None = None, allowed: dict[str, int] | None = None,
                  journal: Journal | None = None,
-                 confirm: Callable[[Step], None] | None = None) -> None:
+                 confirm: Callable[[Step], None] | None = None,
+                 before_inject: Callable[[], None] | None = None) -> None:
         self.site = site
         # runbook mode: called before every step that injects a fault
         self.confirm = confirm
+        # called before a fault is recorded and acts: in a reported run the plugin holds
+        # the first fault until the monitor's first sample (the steady state) is journaled
+        self.before_inject = before_inject
         self.inventory_path = inventory_path
         self.ledger = ledger or Ledger()
         self.allowed = allowed or {}
@@ -406,6 +410,8 @@ class Faults:
             self._event(Event.FAULT_PLANNED, fault=fault.id, plan=fault.describe())
             rehearsal.step(fault.describe())
             return fault
+        if self.before_inject is not None:
+            self.before_inject()
         self.ledger.record(fault.id, {"id": fault.id, "created": time.time(),
                                       "inventory": self.inventory_path,
                                       "fault": fault.to_json(), **(context or {})})

@@ -16,25 +16,36 @@ import contextlib
 import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from chaos import dryrun
+from chaos import dryrun, terminal
 from chaos import inventory as inv
-from chaos.errors import EXIT_UNREACHABLE, ConfigError, EnvironmentProblem, HarnessError
+from chaos.errors import (
+    EXIT_UNREACHABLE,
+    ConfigError,
+    EnvironmentProblem,
+    HarnessError,
+    ProbeTimeout,
+)
 from chaos.faults import Faults, heal, sigterm_raises
 from chaos.inventory import Site
 from chaos.journal import Event, Journal
 from chaos.ledger import Ledger
 from chaos.services import SERVICES
 from chaos.steps import Step
+from chaos.wait import wait_for
 from chaos.workload import Workload
 
 INVENTORY_KEY = pytest.StashKey[Path | None]()
 SITE_KEY = pytest.StashKey[tuple[Site, Path] | HarnessError]()
 REPORT_KEY = pytest.StashKey[Path | None]()
 OPEN_FAULTS_KEY = pytest.StashKey[list[Faults]]()
+# how long the first fault may wait for the monitor's first sample: its probes are
+# bounded (1.5 s each), but the computes' are taken one after another
+FIRST_SAMPLE_SECONDS = 30.0
 
 
 @dataclass
@@ -268,13 +279,32 @@ def faults(request: pytest.FixtureRequest, site: Site, site_path: str, journal: 
         runbook = Runbook(journal, ask=not request.config.getoption("--yes"))
         journal.confirm = runbook
 
+    monitored = request.config.stash[REPORT_KEY] is not None and dryrun.active() is None
     with sigterm_raises(), Faults(site, inventory_path=site_path, allowed=allowed,
-                                  journal=journal, confirm=runbook) as active:
+                                  journal=journal, confirm=runbook,
+                                  before_inject=(partial(steady_state_sampled, journal)
+                                                 if monitored else None)) as active:
         registry.append(active)
         try:
             yield active
         finally:
             registry.remove(active)
+
+
+def steady_state_sampled(journal: Journal, *, timeout: float = FIRST_SAMPLE_SECONDS) -> None:
+    """Hold a fault until the monitor's first sample is in the journal, so the report
+    shows the steady state the fault broke. The monitor starts with the scenario, but a
+    sample is journaled only once every probe of it answered (the domains of every
+    compute, over ssh, one host after another): a drill that injects at once used to
+    act first, and its lanes began at the fault."""
+    if journal.first(Event.SAMPLE) is not None:
+        return
+    # an observer never ends a drill: without a sample after the bound, it goes on and
+    # the report shows those lanes as not observed before the fault
+    with contextlib.suppress(ProbeTimeout):
+        wait_for(lambda: (journal.first(Event.SAMPLE) is not None, "no sample yet"),
+                 what="the monitor's first sample (the steady state, for the report)",
+                 timeout=timeout, interval=0.1)
 
 
 class Runbook:
@@ -289,8 +319,6 @@ class Runbook:
 
     def __call__(self, step: Step) -> None:
         self.count += 1
-        text = (f"\n--- runbook step {self.count} ---\n  target: {step.target}\n"
-                f"  action: {step.command}\n  expect: {step.effect}\n")
         try:
             tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
         except OSError:
@@ -299,6 +327,12 @@ class Runbook:
             tty = None
         if tty is not None:
             try:
+                # fitted to the operator's terminal: long commands wrap under themselves
+                text = "\n" + terminal.card(
+                    f"runbook step {self.count}",
+                    [("target", step.target), ("action", step.command),
+                     ("expect", step.effect)],
+                    terminal.columns(tty), colour="NO_COLOR" not in os.environ)
                 os.write(tty, (text + ("  press Enter to run it, Ctrl-C to stop: " if self.ask
                                        else "  (--yes: running)\n")).encode())
                 # an operator takes their time: no deadline on reading the answer, but

@@ -16,13 +16,13 @@ from typing import TextIO, TypeVar
 
 from chaos.dryrun import refuse
 from chaos.errors import ProbeTimeout
+from chaos.terminal import capped, columns, describe, one_line
 
 T = TypeVar("T")
 
-
-def _describe(observed: object) -> str:
-    text = repr(observed) if not isinstance(observed, str) else observed
-    return text if len(text) <= 300 else text[:297] + "..."
+# what a ProbeTimeout says of the last observation: every member of a few clusters,
+# not a page of text in a traceback
+MESSAGE_LIMIT = 500
 
 
 @contextlib.contextmanager
@@ -79,23 +79,35 @@ def _poll(probe: Callable[[], tuple[bool, T]], what: str, timeout: float, interv
             done, last = False, f"{type(exc).__name__}: {exc}"
         else:
             if done:
-                if out is not None:
-                    out.write("\r\033[K")
-                    out.flush()
+                _clear(out)
                 return observed
             last = observed
         now = time.monotonic()
         if out is not None:
-            out.write(f"\r\033[Kwaiting for {what} ({now - start:4.1f}s): "
-                      f"{_describe(last)[:120]}")
-            out.flush()
+            _show(out, f"waiting for {what} ({now - start:4.1f}s): {describe(last)}")
         if now >= deadline:
             break
         time.sleep(min(interval, max(0.0, deadline - now)))
+    _clear(out)
+    raise ProbeTimeout(
+        f"gave up waiting for {what} after {time.monotonic() - start:.1f}s; "
+        f"last observed: {capped(describe(last), MESSAGE_LIMIT)}"
+    )
+
+
+def _show(out: TextIO, text: str) -> None:
+    """Rewrite the live line in place. It is cut one cell short of the terminal's
+    width, measured at each update (a pane may be resized): a line that fills the last
+    column, or wraps, makes the terminal scroll on every update instead."""
+    try:
+        width = columns(out.fileno())
+    except (OSError, ValueError):  # a stream without a descriptor (forced progress)
+        width = 80
+    out.write("\r" + one_line(text, width - 1) + "\033[K")
+    out.flush()
+
+
+def _clear(out: TextIO | None) -> None:
     if out is not None:
         out.write("\r\033[K")
         out.flush()
-    raise ProbeTimeout(
-        f"gave up waiting for {what} after {time.monotonic() - start:.1f}s; "
-        f"last observed: {_describe(last)}"
-    )

@@ -111,7 +111,8 @@ def test_chaos_run_dry_run_plans_every_scenario_and_reaches_nothing(
     reasons = re.findall(r"SKIPPED \[(\d+)\] \S*scenarios/\S+: dry run: \d+ steps planned, "
                          r"nothing acted on", out)
     assert sum(int(n) for n in reasons) == 24, out
-    assert "every scenario planned, nothing acted on (dry run)" in out
+    assert "every scenario planned, nothing acted on (dry run) (24 skipped)" in out
+    assert f"  report: {(tmp_path / 'rep' / 'report.html').resolve()}\n" in out
 
     plan = out.split("test_full_outage_bootstraps_from_the_most_advanced_node_not_ctl1  [")[1]
     plan = plan.split("\nscenarios/")[0]

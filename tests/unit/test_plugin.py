@@ -243,3 +243,37 @@ def test_no_inventory_and_no_lab_is_exit_3(pytester: pytest.Pytester,
     result = pytester.runpytest()
     assert result.ret == 3
     result.stdout.fnmatch_lines(["*no inventory given and no running lab*"])
+
+
+def test_the_first_fault_waits_for_the_monitors_first_sample(
+    pytester: pytest.Pytester, inventory_file: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's lanes must show the steady state the fault broke. Here the monitor's
+    first sample is slow for a real reason: RabbitMQ's management port accepts and never
+    answers, so each probe runs to its timeout, while the drill injects at once."""
+    import json
+    import socket
+
+    with socket.create_server(("0.0.0.0", 0)) as silent:  # listens, never answers
+        site = yaml.safe_load(inventory_file.read_text())
+        monkeypatch.setenv("DB_PASSWORD", "unused")  # the probes get as far as the network
+        (tmp_path / "rabbit-password").write_text("unused")
+        site["credentials"]["rabbitmq"]["password"] = {"file": str(tmp_path / "rabbit-password")}
+        for ctl in site["controllers"]:
+            ctl["rabbitmq"]["management_port"] = silent.getsockname()[1]
+        inventory_file.write_text(yaml.safe_dump(site))
+        pytester.makepyfile(test_drill="""
+            def test_freeze_at_once(faults):
+                faults.revert(faults.add("freeze", "ctl1", "galera"))
+        """)
+        result = pytester.runpytest(f"--inventory={inventory_file}",
+                                    f"--chaos-report-dir={tmp_path / 'rep'}")
+    result.assert_outcomes(passed=1)
+    events = [json.loads(line) for line in
+              (tmp_path / "rep" / "journal.jsonl").read_text().splitlines()]
+    first_sample = next(e["t"] for e in events if e["event"] == "sample")
+    injected = next(e["t"] for e in events if e["event"] == "fault.inject")
+    assert first_sample <= injected
+    lanes = next(e["lanes"] for e in events if e["event"] == "sample")
+    assert set(lanes) >= {"galera/ctl1", "rabbitmq/ctl1"}, lanes

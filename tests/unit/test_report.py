@@ -61,3 +61,109 @@ def test_report_without_a_journal_still_lists_verdicts(tmp_path: Path) -> None:
     html = report.build(tmp_path).read_text()
     assert "no timeline recorded" in html
     assert "test_full_outage" in html
+
+
+def fifty_computes(scenario: str, t0: float) -> list[dict[str, object]]:
+    """A compute drill on a site of 3 controllers and 50 computes of 20 VMs each, as the
+    monitor samples it: libvirt killed on cmp7 (its VMs unobserved meanwhile, two die),
+    and on cmp23 a container kill that takes every VM with it."""
+    def lanes(t: int) -> dict[str, str]:
+        out = {f"{svc}/ctl{i}": ("Synced" if svc == "galera" else "running")
+               for i in range(1, 4) for svc in ("galera", "rabbitmq")}
+        for h in range(1, 51):
+            host = f"cmp{h}"
+            if host == "cmp7" and 4 <= t < 9:
+                out[f"libvirt/{host}"] = "down"
+                continue
+            for v in range(1, 21):
+                dead = ((host == "cmp7" and v <= 2 and t >= 9)
+                        or (host == "cmp23" and t >= 5))
+                out[f"vm/{host}/{host}-vm{v}"] = "shutoff" if dead else f"running pid {v}"
+        return out
+
+    out: list[dict[str, object]] = [{"t": t0, "event": "scenario.start", "scenario": scenario}]
+    for t in range(1, 14):
+        out.append({"t": t0 + t, "event": "sample", "lanes": lanes(t), "scenario": scenario})
+        if t == 3:
+            out.append({"t": t0 + 3.5, "event": "fault.inject", "fault": "kill-cmp7-libvirt-1",
+                        "scenario": scenario})
+        if t == 10:
+            out.append({"t": t0 + 10.5, "event": "fault.revert", "fault": "kill-cmp7-libvirt-1",
+                        "scenario": scenario})
+    out.append({"t": t0 + 14, "event": "scenario.end", "scenario": scenario})
+    return out
+
+
+def test_fifty_computes_keep_the_faulted_hosts_and_summarise_the_rest(tmp_path: Path) -> None:
+    events = fifty_computes("scenarios/test_compute.py::test_kill_libvirt[cmp7]", 1000.0)
+    lanes = report._lanes(events)
+    assert len(lanes) == 6 + 50 * 21  # every VM, every libvirt, every controller member
+    assert lanes["libvirt/cmp7"][:2] == [(0.0, "running"), (1.0, "running")]
+    rows = report._rows(lanes)
+    labels = [r.label for r in rows]
+    assert len(rows) <= 40, labels
+    # the faulted hosts' lanes are there, each on its own
+    assert "libvirt/cmp7" in labels
+    assert {"vm/cmp7/cmp7-vm1", "vm/cmp7/cmp7-vm2"} <= set(labels)
+    assert "vm/cmp7: 18 more VMs" in labels
+    assert {f"vm/cmp23/cmp23-vm{v}" for v in range(1, 21)} <= set(labels)
+    # and the healthy ones are one lane per kind of host
+    notes = {r.label: r.note for r in rows}
+    assert notes["ctl1\u2013ctl3"] == "3 hosts, healthy throughout"
+    assert notes["cmp1\u2013cmp6, cmp8\u2013cmp22, cmp24\u2013cmp50"] == (
+        "48 hosts, 960 VMs, healthy throughout")
+    # the cmp7 VMs libvirt could not list are grey while it was down, not green
+    summary = next(r.points for r in rows if r.label == "vm/cmp7: 18 more VMs")
+    assert [s for _, s in summary] == ["running", report.UNSEEN, "running"]
+    (tmp_path / "journal.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    html = report.build(tmp_path).read_text()
+    assert "libvirt/cmp7" in html and "48 hosts, 960 VMs" in html
+
+
+def test_lanes_start_at_the_scenario_start() -> None:
+    start_and_first_sample = fifty_computes("s", 0.0)[:2]
+    events = report._lanes([
+        *start_and_first_sample,
+        {"t": 5.0, "event": "fault.inject", "fault": "f-1"},
+        {"t": 6.0, "event": "sample", "lanes": {"galera/ctl1": "down", "vm/cmp1-vm1": "running"}},
+        {"t": 9.0, "event": "scenario.end"}])
+    # seen before the first fault: its steady state from the start
+    assert events["galera/ctl1"][:2] == [(0.0, "Synced"), (1.0, "Synced")]
+    # first seen after it (an older journal, a monitor late): grey from the start
+    assert events["vm/cmp1-vm1"][0] == (0.0, report.UNSEEN)
+    assert report.lane_parts("vm/cmp1-vm1") == ("vm", "cmp1", "cmp1-vm1")
+    assert report.lane_parts("vm/cmp1/cmp1-vm1") == ("vm", "cmp1", "cmp1-vm1")
+    assert report.lane_parts("vm/web01") == ("vm", "other", "web01")
+    assert report.lane_parts("libvirt/cmp1") == ("libvirt", "cmp1", "")
+
+
+def test_oracle_rows_say_what_each_number_counts() -> None:
+    start = {"t": 0.0, "event": "scenario.start"}
+    oracles = [
+        {"t": 1.0, "event": "oracle.galera", "acknowledged": 120, "unknown": 1,
+         "lost": {"ctl1": 0, "ctl2": 3}, "duplicated": {"ctl1": 0}, "phantom": {},
+         "unreadable": {}},
+        {"t": 2.0, "event": "oracle.rabbitmq", "confirmed": 8, "unknown": 0, "lost": 0,
+         "duplicated": 2, "phantom": 0},
+        {"t": 3.0, "event": "oracle.vms", "survived": ["cmp1-vm1", "cmp1-vm2"],
+         "restarted": [], "died": ["cmp2-vm1"]},
+    ]
+    what = [s["what"] for s in report._steps([start, *oracles])]
+    assert what == [
+        "galera: 120 acknowledged, 3 lost (ctl2: 3), 1 unknown",
+        "rabbitmq: 8 confirmed, 0 lost, 0 unknown, 2 duplicated (at-least-once: allowed)",
+        "VMs: 2 survived, 0 restarted, 1 died; died: cmp2-vm1",
+    ]
+
+
+def test_the_verdict_table_wraps_and_folds_long_failures(tmp_path: Path) -> None:
+    long = "AssertionError: DATA LOST: " + "galera: lost id 1234, " * 200
+    (tmp_path / "junit.xml").write_text(JUNIT.replace(
+        "AssertionError: DATA LOST: galera: 10 acknowledged", long))
+    html = report.build(tmp_path).read_text()
+    table = html.split('<table id="verdicts">')[1].split("</table>")[0]
+    assert "<colgroup>" in table and "table-layout: fixed" in html
+    summary = table.split('<details class="failure"><summary>')[1].split("</summary>")[0]
+    assert len(summary) <= report.FAILURE_HEADLINE and summary.endswith("…")
+    assert long.strip() in table  # the whole message, one click away
+    assert "test_<wbr>full_<wbr>outage" in table

@@ -59,3 +59,19 @@ def test_live_progress_reaches_the_terminal_and_nothing_else() -> None:
     piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=30, start_new_session=True)
     assert piped.stdout.strip() == "galera size=2" and piped.stderr == ""
+
+
+def test_a_timeout_says_the_observation_in_its_own_words() -> None:
+    from tests.unit.views import GaleraView, MemberState
+
+    seen = GaleraView({"ctl1": MemberState(2, "Primary", "Synced"), "ctl2": None})
+    with pytest.raises(ProbeTimeout) as info:
+        wait_for(lambda: (False, seen), what="quorum", timeout=0.05, interval=0.01)
+    assert str(info.value).endswith(
+        "last observed: ctl1: 2, Primary, Synced, ctl2: down (refused)")
+    # without describe(), still no class repr: the fields, by name
+    with pytest.raises(ProbeTimeout) as info:
+        wait_for(lambda: (False, {"ctl1": MemberState(2, "non-Primary", "Donor")}),
+                 what="quorum", timeout=0.05, interval=0.01)
+    assert "last observed: ctl1: (size=2, status=non-Primary, state=Donor)" in str(info.value)
+    assert "MemberState(" not in str(info.value)
