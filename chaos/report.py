@@ -38,7 +38,9 @@ LABEL_CHARS = 40
 
 
 def _kind(state: str) -> str:
-    if state in GOOD or state.startswith("running pid"):
+    # a VM with a live qemu: running, or paused as the lab's fleet starts them (the lanes
+    # are about the qemu process surviving; libvirt's pause is not a fault here)
+    if state in GOOD or state.startswith(("running pid", "paused pid")):
         return "good"
     if state == UNSEEN:
         return "unseen"
