@@ -30,7 +30,8 @@ class Monitor:
     def _loop(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            self.journal.event(Event.SAMPLE, lanes=self.sample())
+            asked = round(time.time(), 3)
+            self.journal.event(Event.SAMPLE, lanes=self.sample(), at=asked)
             self._stop.wait(self.interval)
 
     def sample(self) -> dict[str, str]:

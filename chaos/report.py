@@ -116,7 +116,8 @@ def _lanes(events: list[dict[str, Any]]) -> dict[str, Series]:
                 if service in ("vm", "libvirt")}
     lanes: dict[str, Series] = defaultdict(list)
     for e in samples:
-        t, seen = e["t"] - start, dict(e["lanes"])
+        # a sample is what the members said when it was asked ("at"), not when written
+        t, seen = e.get("at", e["t"]) - start, dict(e["lanes"])
         domains = any(lane_parts(n)[0] in ("vm", "libvirt") for n in seen)
         down = {lane_parts(n)[1] for n, state in seen.items()
                 if lane_parts(n)[0] == "libvirt" and state == "down"}
