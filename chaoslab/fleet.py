@@ -94,7 +94,8 @@ class FleetLab:
         self.size = size
         self.hosts = size.hosts()
         self.capabilities_cache = capabilities_cache
-        self.sshd = SshdLab(root / "sshd", self.hosts, port=SSH_PORT)
+        # each host its own sshd, as each real compute has
+        self.sshd = SshdLab(root / "sshd", self.hosts, port=SSH_PORT, per_daemon=1)
 
     # -- facts the inventory writes ---------------------------------------------------
 

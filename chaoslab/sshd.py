@@ -14,6 +14,9 @@ from chaoslab.model import Check, Host, Register
 from chaoslab.procs import Daemon
 
 SSHD = "/usr/sbin/sshd"
+# OpenSSH's sshd listens on at most 16 sockets (MAX_LISTEN_SOCKS in sshd.c): past that
+# it exits at start, as the first 50-host fleet found
+MAX_LISTEN = 16
 
 
 class SshdLab:
@@ -21,10 +24,18 @@ class SshdLab:
 
     name = "sshd"
 
-    def __init__(self, root: Path, hosts: list[Host], *, port: int = 2222) -> None:
+    def __init__(self, root: Path, hosts: list[Host], *, port: int = 2222,
+                 per_daemon: int = MAX_LISTEN) -> None:
         self.root = root
         self.hosts = hosts
         self.port = port
+        # hosts one sshd listens for: the fleet gives each host a daemon of its own
+        self.per_daemon = max(1, min(per_daemon, MAX_LISTEN))
+
+    def groups(self) -> list[list[Host]]:
+        """The hosts of each sshd daemon, in order."""
+        return [self.hosts[i:i + self.per_daemon]
+                for i in range(0, len(self.hosts), self.per_daemon)]
 
     @property
     def client_key(self) -> Path:
@@ -55,13 +66,14 @@ class SshdLab:
         shutil.copyfile(f"{self.client_key}.pub", self.root / "authorized_keys")
         (self.root / "authorized_keys").chmod(0o600)
 
-    def _config(self) -> Path:
-        listen = "\n".join(f"ListenAddress {h.address}:{self.port}" for h in self.hosts)
-        config = self.root / "sshd_config"
+    def _config(self, index: int, hosts: list[Host]) -> Path:
+        listen = "\n".join(f"ListenAddress {h.address}:{self.port}" for h in hosts)
+        config = self.root / ("sshd_config" if index == 0 else f"sshd_config-{index}")
+        pidfile = self.root / ("sshd.pid" if index == 0 else f"sshd-{index}.pid")
         config.write_text(
             f"""{listen}
 HostKey {self.root}/ssh_host_ed25519_key
-PidFile {self.root}/sshd.pid
+PidFile {pidfile}
 AuthorizedKeysFile {self.root}/authorized_keys
 PermitRootLogin prohibit-password
 PasswordAuthentication no
@@ -95,21 +107,28 @@ LogLevel ERROR
 
     def up(self, register: Register) -> None:
         self._keys()
-        config = self._config()
         # sshd insists on its privilege-separation directory
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        procs.run([SSHD, "-t", "-f", str(config)], timeout=10)
-        daemon = procs.spawn("sshd", [*self._light_sessions(), SSHD, "-D", "-e", "-f",
-                                      str(config)], log=self.root / "sshd.log")
-        register(daemon)
+        daemons = []
+        for index, hosts in enumerate(self.groups()):
+            config = self._config(index, hosts)
+            procs.run([SSHD, "-t", "-f", str(config)], timeout=10)
+            daemon = procs.spawn("sshd", [*self._light_sessions(), SSHD, "-D", "-e", "-f",
+                                          str(config)],
+                                 log=self.root / ("sshd.log" if index == 0
+                                                  else f"sshd-{index}.log"))
+            register(daemon)
+            daemons.append(daemon)
 
         def listening() -> tuple[bool, str]:
-            if not procs.alive(daemon.pid):
-                raise LabError(f"sshd exited at start; see {daemon.log}")
+            dead = [d.log for d in daemons if not procs.alive(d.pid)]
+            if dead:
+                raise LabError(f"sshd exited at start; see {dead[0]}")
             down = [h.name for h in self.hosts if not procs.port_open(h.address, self.port)]
             return not down, f"not listening yet for {down}"
 
-        wait_for(listening, what="sshd to listen", timeout=10, interval=0.1)
+        wait_for(listening, what="sshd to listen", timeout=10 + len(daemons) * 0.2,
+                 interval=0.1)
 
     def status(self) -> list[Check]:
         down = [h.address for h in self.hosts if not procs.port_open(h.address, self.port)]
