@@ -40,7 +40,8 @@ LABEL_CHARS = 40
 def _kind(state: str) -> str:
     # a VM with a live qemu: running, or paused as the lab's fleet starts them (the lanes
     # are about the qemu process surviving; libvirt's pause is not a fault here)
-    if state in GOOD or state.startswith(("running pid", "paused pid")):
+    if state in GOOD or state.startswith(("running pid", "paused pid", "running id",
+                                          "paused id")):
         return "good"
     if state == UNSEEN:
         return "unseen"

@@ -13,7 +13,7 @@ import pytest
 
 from chaos.errors import ServiceError
 from chaos.fanout import WORKERS, ask_each, gather
-from chaos.services.libvirt import QEMU_TABLE, parse_qemu_table
+from chaos.services.libvirt import parse_qemu_table, qemu_table
 from chaos.targets import for_url
 
 
@@ -107,10 +107,12 @@ def fake_qemus() -> Iterator[dict[str, int]]:
             p.wait(5)
 
 
-def test_one_process_table_read_finds_every_qemu_with_its_start_time(
+def test_one_process_table_read_finds_the_hosts_qemus_with_their_start_times(
         fake_qemus: dict[str, int]) -> None:
-    out = for_url("local://").run(QEMU_TABLE, timeout=10)
+    stranger = str(uuid.uuid4())  # a domain this host does not run
+    out = for_url("local://").run(qemu_table([*fake_qemus, stranger]), timeout=10)
     table = parse_qemu_table(out.stdout)
+    assert set(table) == set(fake_qemus)
     for u, pid in fake_qemus.items():
         with open(f"/proc/{pid}/stat") as f:
             ticks = int(f.read().rsplit(") ", 1)[1].split()[19])
@@ -124,6 +126,6 @@ def test_a_dead_qemu_is_not_in_the_table(fake_qemus: dict[str, int]) -> None:
     gone, pid = next(iter(fake_qemus.items()))
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    table = parse_qemu_table(for_url("local://").run(QEMU_TABLE, timeout=10).stdout)
-    assert gone not in table
-    assert set(fake_qemus) - {gone} <= set(table)
+    table = parse_qemu_table(for_url("local://").run(qemu_table(list(fake_qemus)),
+                                                     timeout=10).stdout)
+    assert set(table) == set(fake_qemus) - {gone}
