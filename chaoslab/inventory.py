@@ -3,12 +3,16 @@ format an operator writes for a real site) and the ``chaos lab env`` variables."
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chaoslab.fleet import FleetLab
 from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Component, LabSecrets
+
+# RabbitMQ's own CLI scripts (Debian's /usr/sbin ones are wrappers that switch user)
+RABBITMQ_CLI = "/usr/lib/rabbitmq/bin"
 
 if TYPE_CHECKING:
     from chaoslab.galera import GaleraLab
@@ -130,11 +134,60 @@ def rabbit_section(rabbit: RabbitLab, node: str, target: str) -> dict[str, Any]:
     }
 
 
+def client_files(lab: Lab) -> dict[str, str]:
+    """Files that let the usual clients reach the lab with no flag typed by hand, and the
+    variables that point at them. Secrets stay in files of mode 600 under the lab root:
+    the mysql client's password in a ``[client]`` group, the Erlang cookie where the
+    RabbitMQ CLI's Erlang looks for it (``$HOME/.erlang.cookie``, HOME set for the CLI
+    alone by its env file)."""
+    parts = _parts(lab)
+    galera, rabbit, compute = parts["galera"], parts["rabbitmq"], parts["compute"]
+    s = lab.secrets()
+    folder = lab.root / "clients"
+    (folder / "mysql").mkdir(parents=True, exist_ok=True)
+    (folder / "rabbitmq-home").mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    first = CONTROLLERS[0]
+    # MariaDB's clients read $MYSQL_HOME/my.cnf; the lab's servers use --defaults-file
+    _private(folder / "mysql" / "my.cnf",
+             f"[client]\nhost={first.address}\nport={galera.port}\nuser={s.db_user}\n"
+             f"password={s.db_password}\n", 0o600)
+    _private(folder / "rabbitmq-home" / ".erlang.cookie", s.erlang_cookie, 0o400)
+    # sourced by RabbitMQ's CLI scripts (rabbitmq-env, under `set -a`): what they need to
+    # find the lab's nodes, for the CLI's own process only
+    _private(folder / "rabbitmq-env.conf",
+             f"HOME={folder / 'rabbitmq-home'}\nERL_INETRC={rabbit.inetrc}\n"
+             f"ERL_EPMD_PORT={rabbit.epmd_port}\n"
+             f"RABBITMQ_NODENAME={rabbit.node_name(first.name)}\n"
+             "LANG=C.UTF-8\nLC_ALL=C.UTF-8\n", 0o600)
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    if RABBITMQ_CLI not in path.split(":"):
+        # the CLI itself, not Debian's /usr/sbin wrapper, which becomes the rabbitmq user
+        # and reads that user's cookie
+        path = f"{RABBITMQ_CLI}:{path}"
+    return {
+        "MYSQL_HOME": str(folder / "mysql"),
+        "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
+        "LIBVIRT_DEFAULT_URI": compute.libvirt_uri(COMPUTES[0][0]),
+        "PATH": path,
+    }
+
+
+def _private(path: Path, text: str, mode: int) -> None:
+    """Write ``text`` to ``path``, readable by root alone, replacing what was there."""
+    if path.exists():
+        path.chmod(0o600)
+    path.touch(mode=0o600)
+    path.write_text(text)
+    path.chmod(mode)
+
+
 def lab_env(lab: Lab) -> dict[str, str]:
     parts = _parts(lab)
     galera, rabbit, compute = parts["galera"], parts["rabbitmq"], parts["compute"]
     s = lab.secrets()
     return {
+        **client_files(lab),
         "CHAOS_INVENTORY": str(lab.inventory_file),
         "CHAOS_GALERA": " ".join(f"{h.name}={h.address}:{galera.port}" for h in CONTROLLERS),
         "CHAOS_DB_USER": s.db_user,

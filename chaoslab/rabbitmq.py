@@ -130,6 +130,11 @@ class RabbitLab:
         return self.root / "inetrc"
 
     @property
+    def inetrc(self) -> Path:
+        """The Erlang resolver file that names the lab's hosts (ctl1 = 127.0.0.11 …)."""
+        return self._inetrc
+
+    @property
     def _conf_env_file(self) -> Path:
         return self.root / "rabbitmq-env.conf"
 
