@@ -19,7 +19,8 @@ measures, on a site made of the first H fleet hosts (and the lab's controllers):
 
 Prints a table (median of --runs; min-max in brackets), writes scale.json and draws
 scale.png in --out (default bench/out). Takes down any running lab first, and leaves the
-lab down. Every figure is measured: no size here is extrapolated unless the table says so.
+lab down (--keep: the last fleet stays up; a lab already up at the size is reused).
+Every figure is measured: no size here is extrapolated unless the table says so.
 Goals (issue 14): 1000 VMs over 50 hosts snapshot <= 5 s; one sample of a 50-compute site
 <= 1 s; a drill's own time the same whatever the size of the site.
 """
@@ -42,6 +43,8 @@ from chaos.inventory import Site
 from chaos.journal import Journal
 from chaos.monitor import Monitor
 from chaos.services.libvirt import with_libvirt
+from chaoslab.fleet import FleetSize
+from chaoslab.lab import Lab
 from recovery import libvirt as recover_libvirt
 
 FLEET_FIRST = 4
@@ -94,13 +97,17 @@ def drill(site: Site, path: str, host: str) -> tuple[float, float]:
 
 def measure(vms: int, hosts_list: list[int], runs: int) -> list[dict[str, Any]]:
     largest = max(hosts_list)
-    chaos("lab", "down")
-    started = time.monotonic()
-    chaos("lab", "up", "--computes", str(FLEET_FIRST - 1 + largest), "--vms", str(vms),
-          timeout=1800)
-    up_seconds = time.monotonic() - started
-    print(f"# lab up with {largest} fleet hosts x {vms} VM(s) in {up_seconds:.0f}s",
-          flush=True)
+    lab = Lab()
+    if lab.is_running() and lab.fleet_size() == FleetSize(FLEET_FIRST - 1 + largest, vms):
+        print(f"# the running lab has {largest} fleet hosts x {vms} VM(s): reused",
+              flush=True)
+    else:
+        chaos("lab", "down")
+        started = time.monotonic()
+        chaos("lab", "up", "--computes", str(FLEET_FIRST - 1 + largest), "--vms", str(vms),
+              timeout=1800)
+        print(f"# lab up with {largest} fleet hosts x {vms} VM(s) in "
+              f"{time.monotonic() - started:.0f}s", flush=True)
     path = "/var/lib/chaos-lab/inventory.yaml"
     full = inventory.load(path)
     rows = []
@@ -174,6 +181,7 @@ def main() -> None:
     parser.add_argument("--vms", default="1,20")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "out"))
+    parser.add_argument("--keep", action="store_true", help="leave the last fleet up")
     args = parser.parse_args()
     hosts_list = sorted(int(h) for h in args.hosts.split(","))
     vms_list = [int(v) for v in args.vms.split(",")]
@@ -187,7 +195,8 @@ def main() -> None:
         for vms in vms_list:
             rows += measure(vms, hosts_list, args.runs)
     finally:
-        chaos("lab", "down")
+        if not args.keep:
+            chaos("lab", "down")
     (out / "scale.json").write_text(json.dumps(rows, indent=1))
     print(f"\n{HEADER}")
     for row in rows:
