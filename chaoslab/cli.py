@@ -24,6 +24,16 @@ def run(args: argparse.Namespace) -> int:
                               args.vms if args.vms is not None else 1)
         result = lab.up(kube=args.kube, fleet=fleet)
         if result.already_up:
+            # up on a lab that runs: nothing is started, but what is unhealthy is said,
+            # with what brings it back
+            bad = [c for c in lab.status() if not c.ok]
+            if bad:
+                print(f"lab up at {lab.root}, but NOT healthy:", file=sys.stderr)
+                for check in bad:
+                    print(f"  {check.component}: {check.detail}", file=sys.stderr)
+                for line in remedies([c.component for c in bad], open_faults(lab)):
+                    print(f"  -> {line}", file=sys.stderr)
+                return EXIT_VERDICT
             print(f"lab already up at {lab.root} (nothing to do)")
         else:
             print(f"lab up in {result.seconds:.1f}s at {lab.root}")
@@ -52,3 +62,33 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(lab.env())
         return EXIT_OK
     raise AssertionError(args.action)
+
+
+def open_faults(lab: Lab) -> int:
+    """Faults still open (in the ledger) on this lab's sites."""
+    from chaos.ledger import Ledger
+
+    ours = {str(p.resolve()) for p in (lab.inventory_file, lab.kube_inventory_file)}
+    return sum(1 for entry in Ledger().open_faults() if entry.get("inventory") in ours)
+
+
+def remedies(components: list[str], faults: int) -> list[str]:
+    """What brings each unhealthy component back, in the order to type it."""
+    lines = []
+    if faults:
+        lines.append(f"chaos heal   ({faults} fault(s) still open on this lab: revert them "
+                     "first)")
+    services = {c.split("/", 1)[0]: c for c in components}
+    for service in ("galera", "rabbitmq", "libvirt"):
+        if service in services:
+            lines.append(f"chaos recover {service}")
+    others = [c for c in components if c.split("/", 1)[0] not in
+              ("galera", "rabbitmq", "libvirt")
+              # dead processes of a service that has a recovery are that service's
+              and not (c == "processes" and lines)]
+    if others or not lines:
+        lines.append(f"chaos lab down && chaos lab up   ({', '.join(others) or 'the lab'}: "
+                     "no recovery procedure brings it back)")
+    elif lines:
+        lines.append("or, starting afresh: chaos lab down && chaos lab up")
+    return lines

@@ -196,7 +196,11 @@ class Lab:
             state = self.read_state()
             if state is not None:
                 dead = [d.name for d in self.daemons(state) if not d.alive()]
-                if state.get("phase") == "up" and not dead:
+                # a lab that came up and lost members since (a fault, a crash) is up but
+                # unhealthy: nothing is started here; the CLI says what brings it back.
+                # Every process gone is another thing: a lab from before a reboot.
+                everything_gone = bool(dead) and len(dead) == len(self.daemons(state))
+                if state.get("phase") == "up" and not everything_gone:
                     have = self.fleet_size()
                     if fleet is not None and fleet != have:
                         computes = have.computes if have else 3
@@ -215,7 +219,8 @@ class Lab:
                     if state.get("kube"):
                         self.write_kube_inventory()
                     return UpResult(True, time.monotonic() - start, self.inventory_file)
-                why = f"{len(dead)} lab processes gone" if dead else "an 'up' never finished"
+                why = ("every one of its processes is gone" if everything_gone
+                       else "an 'up' never finished")
                 raise LabError(
                     f"stale lab directory {self.root} from a crashed run ({why}); "
                     "run 'chaos lab down' first"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +67,25 @@ def test_up_twice_is_a_noop(lab: Lab) -> None:
     assert result.returncode == 0, result.stderr
     assert "already up" in result.stdout
     assert lab.read_state() == before
+
+
+def test_up_on_an_unhealthy_lab_names_the_part_and_what_brings_it_back(lab: Lab) -> None:
+    """libvirtd killed on cmp1 (its container goes with it): 'lab up' starts nothing,
+    says libvirt/cmp1 is unhealthy and to run 'chaos recover libvirt'; that brings it
+    back, and 'lab up' is a no-op again."""
+    pid = compute_part(lab).libvirtd_pid("cmp1")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    try:
+        result = chaos("lab", "up")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "NOT healthy" in result.stderr and "libvirt/cmp1:" in result.stderr
+        assert "-> chaos recover libvirt" in result.stderr
+    finally:
+        recovered = chaos("recover", "libvirt", timeout=180)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    again = chaos("lab", "up")
+    assert again.returncode == 0 and "already up" in again.stdout, again.stderr
 
 
 def test_env_names_every_endpoint(lab: Lab) -> None:

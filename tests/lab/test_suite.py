@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from chaoslab.lab import Lab
+from tests.canary import leaks
 
 
 def test_the_scenario_suite_passes_against_the_lab(lab: Lab, tmp_path: Path) -> None:
@@ -31,3 +32,14 @@ def test_the_scenario_suite_passes_against_the_lab(lab: Lab, tmp_path: Path) -> 
     # MTTR and oracle counts reach the JUnit properties
     props = {p.get("name") for p in suite.iter("property")}
     assert {"mttr_seconds", "lost_writes", "vms_survived"} <= props
+    # the secrets canary: the lab's own secrets (random, distinctive) in no form anywhere
+    # the run wrote: terminal output, journal, JUnit, HTML, the fault ledger
+    secrets = lab.secrets()
+    planted = {"db password": (secrets.db_user, secrets.db_password),
+               "rabbitmq password": (secrets.rabbit_user, secrets.rabbit_password),
+               "erlang cookie": ("", secrets.erlang_cookie)}
+    from chaos.ledger import ledger_dir
+
+    found = leaks(planted, texts={"stdout": result.stdout, "stderr": result.stderr},
+                  folders=[report, ledger_dir()])
+    assert found == [], found
