@@ -164,6 +164,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> Path:
             ax.set_xlabel("compute hosts")
             ax.set_ylabel("seconds (median)")
             ax.grid(alpha=0.3)
+            ax.set_ylim(bottom=0)
     axes[0].axhline(5, color="red", linestyle="--", linewidth=0.8, label="goal (1000 VMs)")
     axes[1].axhline(1, color="red", linestyle="--", linewidth=0.8, label="goal (50 hosts)")
     for ax in axes:
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "out"))
     parser.add_argument("--keep", action="store_true", help="leave the last fleet up")
+    parser.add_argument("--replot", metavar="JSON", help="draw the plot of an earlier run")
     args = parser.parse_args()
     hosts_list = sorted(int(h) for h in args.hosts.split(","))
     vms_list = [int(v) for v in args.vms.split(",")]
@@ -189,6 +191,9 @@ def main() -> None:
         parser.error("--runs 1..20, --hosts each 1..97")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        print(f"plot: {plot(json.loads(Path(args.replot).read_text()), out)}")
+        return
     rows: list[dict[str, Any]] = []
     print(HEADER, flush=True)
     try:

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 from chaos import dryrun, probes
 from chaos.inventory import Site
 from chaos.journal import Event, Journal
+from chaos.oracle import OpLedger
 from chaos.probes import DomainIdentity
 from chaos.wait import wait_for
-from chaos.workload import OpLedger
 
 T = TypeVar("T")
 

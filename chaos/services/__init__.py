@@ -20,6 +20,7 @@ from chaos.targets import Where, host_target, where
 
 if TYPE_CHECKING:
     from chaos.inventory import Compute, Controller, Site
+    from chaos.oracle import Oracle
     from chaos.steps import Step
 
 __all__ = ["SERVICES", "Placement", "Process", "ProcessService", "Section", "Service", "Where",
@@ -111,6 +112,10 @@ class Service(Protocol):
         generic plan for a process (or a pod) applies."""
         ...
 
+    def oracle(self, site: Site) -> Oracle | None:
+        """Its data-loss oracle's workload client for ``site``, or None: it has none."""
+        ...
+
     def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
         """One sample of its members' states for the report's timeline: lane name
         (``<service>/<host>[/<item>]``) -> state word; its members asked in parallel,
@@ -165,6 +170,9 @@ class ProcessService:
 
     def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
         return {}  # no lanes of its own: what runs under it has them
+
+    def oracle(self, site: Site) -> Oracle | None:
+        return None  # no data of its own to lose
 
 
 # name -> the module whose SERVICE implements it; imported at first use

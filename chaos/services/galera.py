@@ -1,17 +1,26 @@
-"""Galera's client side: what one node says about itself and its cluster, read with
-``SHOW GLOBAL STATUS`` (allowed on a non-Primary node, where ordinary queries fail with
-error 1047)."""
+"""Galera's home: what one node says about itself and its cluster, read with ``SHOW
+GLOBAL STATUS`` (allowed on a non-Primary node, where ordinary queries fail with error
+1047); its data-loss oracle (a bounded writer, every acknowledged row on every node);
+and what the harness's faults need of it."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
+import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pymysql
 
 from chaos.dryrun import refuse
 from chaos.fanout import ask_each
 from chaos.inventory import Controller
+from chaos.journal import Event
+from chaos.oracle import CONNECT_TIMEOUT, DB, IO_TIMEOUT, Endpoint, OpLedger
 from chaos.services import ProcessService, Section
 
 if TYPE_CHECKING:
@@ -123,6 +132,196 @@ def view(site: Site, *, timeout: float = 3.0) -> GaleraView:
                                 deadline=3 * timeout + 1))
 
 
+# -- the data-loss oracle: a bounded writer, every acknowledged row on every node ------
+
+
+@dataclass(frozen=True)
+class GaleraVerdict:
+    acknowledged: int
+    unknown: int
+    lost: dict[str, int]  # per node: acknowledged ids missing there
+    duplicated: dict[str, int]
+    phantom: dict[str, int]
+    unreadable: dict[str, str]  # nodes the oracle could not read, and why
+    lost_ids: dict[str, list[str]]
+
+    @property
+    def event(self) -> Event:
+        return Event.ORACLE_GALERA
+
+    @property
+    def acknowledged_total(self) -> int:
+        return self.acknowledged
+
+    @property
+    def first_lost(self) -> object:
+        return self.lost_ids
+
+    def fields(self) -> dict[str, Any]:
+        return {"acknowledged": self.acknowledged, "unknown": self.unknown, "lost": self.lost,
+                "duplicated": self.duplicated, "phantom": self.phantom,
+                "unreadable": self.unreadable}
+
+    @property
+    def ok(self) -> bool:
+        return (not self.unreadable and not any(self.lost.values())
+                and not any(self.duplicated.values()) and not any(self.phantom.values()))
+
+    def summary(self) -> str:
+        return (f"galera: {self.acknowledged} acknowledged, {self.unknown} unknown, "
+                f"lost {self.lost}, duplicated {self.duplicated}, phantom {self.phantom}"
+                + (f", unreadable {self.unreadable}" if self.unreadable else ""))
+
+
+Conn = pymysql.connections.Connection
+
+
+def _connect(ep: Endpoint, user: str, password: str) -> Conn:
+    refuse(f"connecting to Galera on {ep.name}")
+    return pymysql.connect(host=ep.host, port=ep.port, user=user, password=password,
+                           connect_timeout=CONNECT_TIMEOUT, read_timeout=IO_TIMEOUT,
+                           write_timeout=IO_TIMEOUT, autocommit=True)
+
+
+class GaleraWriter:
+    """Commits one row per operation, round-robin over the nodes that answer."""
+
+    name = "galera"
+
+    def __init__(self, site: Site, *, table: str = "writes", interval: float = 0.02,
+                 max_ops: int = 5000, max_seconds: float = 600.0) -> None:
+        self.endpoints = [Endpoint(c.name, c.address, c.galera.port) for c in site.controllers
+                          if c.galera]
+        self.user = site.credentials.db.user
+        self._secret = site.credentials.db.password
+        self.table = table
+        self.interval = interval
+        self.max_ops = max_ops
+        self.max_seconds = max_seconds
+        self.ledger = OpLedger()
+        # every writer tags its rows, so runs sharing the table never see each other's
+        self.run = uuid.uuid4().hex[:12]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @functools.cached_property
+    def password(self) -> str:
+        # read when first needed: a writer that only describes itself (dry run) needs none
+        return self._secret.reveal()
+
+    def describe(self) -> str:
+        return (f"Galera writer on {', '.join(ep.name for ep in self.endpoints)} (one row "
+                "per operation, round-robin over the nodes that answer)")
+
+    def promise(self) -> str:
+        """What its oracle proves, in words."""
+        return ("every acknowledged write is on every Galera node "
+                f"({', '.join(ep.name for ep in self.endpoints)}), none duplicated, no "
+                "phantom, at least one acknowledged; unknown outcomes counted apart")
+
+    def prepare(self) -> None:
+        """Create the oracle's table through the first node that answers."""
+        errors = []
+        for ep in self.endpoints:
+            try:
+                with _connect(ep, self.user, self.password) as conn, conn.cursor() as cur:
+                    cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {DB}.{self.table} ("
+                                "pk BIGINT AUTO_INCREMENT PRIMARY KEY, run CHAR(12) NOT NULL, "
+                                "op_id CHAR(32) NOT NULL, via VARCHAR(32) NOT NULL, "
+                                "at DOUBLE NOT NULL, KEY (run, op_id))")
+                return
+            except pymysql.MySQLError as exc:
+                errors.append(f"{ep.name}: {exc}")
+        raise ConnectionError("no Galera node accepted the oracle table: " + "; ".join(errors))
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        conns: dict[str, Conn] = {}
+        n = 0
+        while not self._stop.is_set() and n < self.max_ops and time.monotonic() < deadline:
+            ep = self.endpoints[n % len(self.endpoints)]
+            n += 1
+            op = uuid.uuid4().hex
+            try:
+                conn = conns.get(ep.name) or _connect(ep, self.user, self.password)
+                conns[ep.name] = conn
+            except pymysql.MySQLError:
+                with self.ledger.lock:
+                    self.ledger.failed += 1  # nothing was sent
+                self._stop.wait(self.interval)
+                continue
+            with self.ledger.lock:
+                self.ledger.attempts += 1
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {DB}.{self.table} (run, op_id, via, at) "
+                                "VALUES (%s, %s, %s, %s)", (self.run, op, ep.name, time.time()))
+                with self.ledger.lock:
+                    self.ledger.acked.add(op)
+            except pymysql.err.OperationalError as exc:
+                conns.pop(ep.name, None)
+                with contextlib.suppress(Exception):
+                    conn.close()
+                code = exc.args[0] if exc.args else 0
+                # 1047 (WSREP not ready) and 1213 (certification conflict) are refusals:
+                # the write did not happen. A broken connection leaves it unknown.
+                with self.ledger.lock:
+                    if code in (1047, 1213, 1205):
+                        self.ledger.failed += 1
+                    else:
+                        self.ledger.unknown.add(op)
+            except pymysql.MySQLError:
+                with self.ledger.lock:
+                    self.ledger.failed += 1
+            except Exception:  # a socket error pymysql did not wrap: outcome unknown
+                conns.pop(ep.name, None)
+                with self.ledger.lock:
+                    self.ledger.unknown.add(op)
+            self._stop.wait(self.interval)
+        for conn in conns.values():
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def start(self) -> None:
+        self.prepare()
+        self._thread = threading.Thread(target=self._loop, name="galera-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def verdict(self) -> GaleraVerdict:
+        """Read every node (each bounded by timeouts) and compare with the ledger."""
+        with self.ledger.lock:
+            acked, unknown = set(self.ledger.acked), set(self.ledger.unknown)
+        lost: dict[str, int] = {}
+        lost_ids: dict[str, list[str]] = {}
+        dup: dict[str, int] = {}
+        phantom: dict[str, int] = {}
+        unreadable: dict[str, str] = {}
+        for ep in self.endpoints:
+            try:
+                with _connect(ep, self.user, self.password) as conn, conn.cursor() as cur:
+                    cur.execute(f"SELECT op_id FROM {DB}.{self.table} WHERE run = %s",
+                                (self.run,))
+                    counts = Counter(row[0] for row in cur.fetchall())
+            except pymysql.MySQLError as exc:
+                unreadable[ep.name] = str(exc)
+                continue
+            missing = sorted(acked - counts.keys())
+            lost[ep.name] = len(missing)
+            lost_ids[ep.name] = missing[:20]
+            dup[ep.name] = sum(1 for c in counts.values() if c > 1)
+            phantom[ep.name] = len(counts.keys() - acked - unknown)
+        return GaleraVerdict(len(acked), len(unknown), lost, dup, phantom, unreadable, lost_ids)
+
+    def cleanup(self) -> None:
+        """The rows stay: each run has its own id, and a later read ignores the others."""
+
+
 class Galera(ProcessService):
     """Galera as the harness's faults see it: a quorum cluster of one node per controller."""
 
@@ -136,6 +335,9 @@ class Galera(ProcessService):
     def section(self, host: Controller | Compute) -> Section | None:
         g = host.galera if isinstance(host, Controller) else None
         return None if g is None else Section(g.target, g.pidfile, g.start, g.datadir)
+
+    def oracle(self, site: Site) -> GaleraWriter:
+        return GaleraWriter(site)
 
     def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
         out = {}

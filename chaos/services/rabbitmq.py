@@ -1,18 +1,32 @@
-"""RabbitMQ's client side: the cluster as one node's management API sees it — running
-nodes, partitions, and each quorum queue's leader, members and online members."""
+"""RabbitMQ's home: the cluster as one node's management API sees it — running nodes,
+partitions, and each quorum queue's leader, members and online members; its data-loss
+oracle (a publisher with confirms, read back by draining the queue); and what the
+harness's faults need of it."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import json
+import threading
+import time
 import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import pika
+import pika.exceptions
 
 from chaos.dryrun import refuse
 from chaos.errors import ConfigError
 from chaos.fanout import ask_each
 from chaos.inventory import Controller
+from chaos.journal import Event
+from chaos.oracle import CONFIRM_TIMEOUT, CONNECT_TIMEOUT, IO_TIMEOUT, Endpoint, OpLedger
 from chaos.services import ProcessService, Section
 
 if TYPE_CHECKING:
@@ -166,6 +180,220 @@ def view(site: Site, *, timeout: float = 3.0, queues: bool = True) -> RabbitView
                       {c.name: c.rabbitmq.node for c in nodes if c.rabbitmq})
 
 
+# -- the data-loss oracle: a bounded publisher with confirms, read back by draining ---
+
+
+@dataclass(frozen=True)
+class RabbitVerdict:
+    confirmed: int
+    unknown: int
+    lost: int
+    duplicated: int
+    phantom: int
+    lost_ids: list[str]
+
+    @property
+    def event(self) -> Event:
+        return Event.ORACLE_RABBITMQ
+
+    @property
+    def acknowledged_total(self) -> int:
+        return self.confirmed
+
+    @property
+    def first_lost(self) -> object:
+        return self.lost_ids
+
+    def fields(self) -> dict[str, Any]:
+        return {"confirmed": self.confirmed, "unknown": self.unknown, "lost": self.lost,
+                "duplicated": self.duplicated, "phantom": self.phantom}
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.phantom == 0
+
+    def summary(self) -> str:
+        return (f"rabbitmq (at-least-once): {self.confirmed} confirmed, {self.unknown} unknown, "
+                f"lost {self.lost}, duplicated {self.duplicated}, phantom {self.phantom}")
+
+
+class RabbitPublisher:
+    """Publishes persistent messages with confirms to a quorum queue, failing over."""
+
+    name = "rabbitmq"
+
+    def __init__(self, site: Site, *, queue: str | None = None, interval: float = 0.02,
+                 max_ops: int = 5000, max_seconds: float = 600.0) -> None:
+        self.endpoints = [Endpoint(c.name, c.address, c.rabbitmq.amqp_port)
+                          for c in site.controllers if c.rabbitmq]
+        self.user = site.credentials.rabbitmq.user
+        self._secret = site.credentials.rabbitmq.password
+        self.queue = queue or f"chaos-oracle-{uuid.uuid4().hex[:8]}"
+        self.interval = interval
+        self.max_ops = max_ops
+        self.max_seconds = max_seconds
+        self.ledger = OpLedger()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @functools.cached_property
+    def password(self) -> str:
+        return self._secret.reveal()
+
+    def describe(self) -> str:
+        return (f"RabbitMQ publisher with confirms on {', '.join(ep.name for ep in self.endpoints)}"
+                f" (persistent messages to quorum queue {self.queue}, failing over)")
+
+    def promise(self) -> str:
+        return (f"every confirmed message is consumed from {self.queue} at least once "
+                "(duplicates reported, not failed), no phantom, at least one confirmed; "
+                "unknown outcomes counted apart")
+
+    def _params(self, ep: Endpoint) -> pika.ConnectionParameters:
+        refuse(f"connecting to RabbitMQ on {ep.name}")
+        return pika.ConnectionParameters(
+            host=ep.host, port=ep.port, credentials=pika.PlainCredentials(self.user, self.password),
+            socket_timeout=CONNECT_TIMEOUT, blocked_connection_timeout=IO_TIMEOUT,
+            stack_timeout=IO_TIMEOUT * 2, connection_attempts=1, heartbeat=5)
+
+    @contextlib.contextmanager
+    def _channel(self, ep: Endpoint) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+        conn = pika.BlockingConnection(self._params(ep))
+        try:
+            yield conn.channel()
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def prepare(self) -> None:
+        errors = []
+        for ep in self.endpoints:
+            try:
+                with self._channel(ep) as ch:
+                    ch.queue_declare(self.queue, durable=True,
+                                     arguments={"x-queue-type": "quorum"})
+                return
+            except pika.exceptions.AMQPError as exc:
+                errors.append(f"{ep.name}: {exc!r}")
+        raise ConnectionError("no RabbitMQ node accepted the oracle queue: " + "; ".join(errors))
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        n = 0
+        node = 0
+        while not self._stop.is_set() and n < self.max_ops and time.monotonic() < deadline:
+            ep = self.endpoints[node % len(self.endpoints)]
+            try:
+                conn = pika.BlockingConnection(self._params(ep))
+                ch = conn.channel()
+                ch.confirm_delivery()
+            except Exception:  # any failure to connect: nothing was sent, try the next node
+                with self.ledger.lock:
+                    self.ledger.failed += 1
+                node += 1
+                self._stop.wait(max(self.interval, 0.2))
+                n += 1
+                continue
+            refused = 0
+            try:
+                while (not self._stop.is_set() and n < self.max_ops
+                       and time.monotonic() < deadline):
+                    n += 1
+                    op = uuid.uuid4().hex
+                    with self.ledger.lock:
+                        self.ledger.attempts += 1
+                    # pika waits for a confirm without any limit; a confirm that never
+                    # comes (the queue's leader died with the request in flight) would
+                    # stall the publisher for good, so a watchdog closes the connection
+                    watchdog = threading.Timer(
+                        CONFIRM_TIMEOUT, conn.add_callback_threadsafe, (conn.close,))
+                    watchdog.daemon = True
+                    watchdog.start()
+                    try:
+                        ch.basic_publish("", self.queue, op.encode(),
+                                         pika.BasicProperties(delivery_mode=2, message_id=op),
+                                         mandatory=True)
+                    except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+                        with self.ledger.lock:
+                            self.ledger.failed += 1
+                        # measured: after the queue's leader died, a channel that was in
+                        # use can go on being refused although a new leader serves; a
+                        # fresh connection is not
+                        refused += 1
+                        if refused >= 3:
+                            raise ConnectionResetError("publishes refused: reconnecting") from None
+                    except Exception:
+                        # sent, but the answer never came (pika raises socket errors
+                        # unwrapped too): the broker may or may not have it
+                        with self.ledger.lock:
+                            self.ledger.unknown.add(op)
+                        raise
+                    else:
+                        refused = 0
+                        with self.ledger.lock:
+                            self.ledger.acked.add(op)
+                    finally:
+                        watchdog.cancel()
+                    self._stop.wait(self.interval)
+            except Exception:  # the connection is gone: fail over to the next node
+                node += 1
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def start(self) -> None:
+        self.prepare()
+        self._thread = threading.Thread(target=self._loop, name="rabbit-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def verdict(self, *, drain_seconds: float = 60.0) -> RabbitVerdict:
+        """Drain the queue (bounded in time and count) and compare with the ledger."""
+        with self.ledger.lock:
+            confirmed, unknown = set(self.ledger.acked), set(self.ledger.unknown)
+        received: Counter[str] = Counter()
+        limit = (self.ledger.attempts + 10) * 3
+        deadline = time.monotonic() + drain_seconds
+        last_error: Exception | None = None
+        for ep in self.endpoints * 2:
+            if time.monotonic() > deadline:
+                break
+            try:
+                with self._channel(ep) as ch:
+                    while time.monotonic() < deadline and sum(received.values()) < limit:
+                        method, _, body = ch.basic_get(self.queue, auto_ack=True)
+                        if method is None:
+                            break
+                        received[body.decode()] += 1
+                last_error = None
+                break
+            except pika.exceptions.AMQPError as exc:
+                last_error = exc
+        if last_error is not None:
+            raise ConnectionError(f"could not drain {self.queue}: {last_error!r}")
+        lost = sorted(confirmed - received.keys())
+        return RabbitVerdict(
+            confirmed=len(confirmed), unknown=len(unknown), lost=len(lost),
+            duplicated=sum(c - 1 for c in received.values() if c > 1),
+            phantom=len(received.keys() - confirmed - unknown), lost_ids=lost[:20])
+
+    def delete_queue(self) -> None:
+        for ep in self.endpoints:
+            try:
+                with self._channel(ep) as ch:
+                    ch.queue_delete(self.queue)
+                return
+            except pika.exceptions.AMQPError:
+                continue
+
+    def cleanup(self) -> None:
+        self.delete_queue()
+
+
 class RabbitMQ(ProcessService):
     """RabbitMQ as the harness's faults see it: a quorum cluster of one node per controller."""
 
@@ -179,6 +407,9 @@ class RabbitMQ(ProcessService):
     def section(self, host: Controller | Compute) -> Section | None:
         r = host.rabbitmq if isinstance(host, Controller) else None
         return None if r is None else Section(r.target, r.pidfile, r.start, r.data_dir)
+
+    def oracle(self, site: Site) -> RabbitPublisher:
+        return RabbitPublisher(site)
 
     def lanes(self, site: Site, *, timeout: float = 1.5) -> dict[str, str]:
         found = view(site, timeout=timeout, queues=False)
