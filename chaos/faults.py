@@ -21,6 +21,7 @@ from typing import Any
 
 from chaos import dryrun
 from chaos.errors import ConfigError, FaultError, HarnessError
+from chaos.fanout import gather
 from chaos.inventory import Compute, Controller, Site
 from chaos.journal import Event, Journal
 from chaos.ledger import Ledger
@@ -465,12 +466,14 @@ class Faults:
         self._event(Event.FAULT_REVERT, fault=fault.id)
 
     def revert_all(self) -> None:
-        errors = []
-        for fault in reversed(list(self.open)):
-            try:
+        """Revert every open fault, newest first on each host, the hosts at once (a
+        rolling fault over a fleet leaves one per host); every failure reported once."""
+        newest_first = list(reversed(self.open))
+        if dryrun.active() is not None:  # a plan is read in order: one after another
+            for fault in newest_first:
                 self.revert(fault)
-            except FaultError as exc:
-                errors.append(str(exc))
+            return
+        errors = per_host(newest_first, self.revert)
         if errors:
             raise FaultError("; ".join(errors))
 
@@ -522,12 +525,42 @@ def heal(site_for: Callable[[str | None], Site],
     ``site_for(inventory_path)`` loads the site a fault was injected into.
     """
     ledger = ledger or Ledger()
-    healed, errors = [], []
-    for entry in reversed(list(ledger.open_faults())):
-        fault = Fault.from_json(entry["fault"])
+    healed: list[str] = []
+    entries = {entry["fault"]["id"]: entry for entry in ledger.open_faults()}
+    faults = [Fault.from_json(e["fault"]) for e in reversed(list(entries.values()))]
+
+    def revert(fault: Fault) -> None:
         try:
-            Faults(site_for(entry.get("inventory")), ledger=ledger).revert(fault)
-            healed.append(fault.id)
+            Faults(site_for(entries[fault.id].get("inventory")), ledger=ledger).revert(fault)
         except HarnessError as exc:
-            errors.append(f"{fault.id}: {exc}")
-    return healed, errors
+            raise FaultError(f"{fault.id}: {exc}") from exc
+        healed.append(fault.id)
+
+    errors = per_host(faults, revert)
+    return [f.id for f in faults if f.id in healed], errors
+
+
+# a revert's steps carry their own timeouts (a drain's waits reach 300 s per pod); this
+# bounds a host's whole list, after which its faults stay in the ledger for 'chaos heal'
+REVERT_DEADLINE = 900.0
+
+
+def per_host(faults: list[Fault], revert: Callable[[Fault], None]) -> list[str]:
+    """``revert`` each fault: in the given order on each host, the hosts in parallel.
+    Returns one error line per fault not reverted, each naming it."""
+    by_host: dict[str, list[Fault]] = {}
+    for fault in faults:
+        by_host.setdefault(fault.host, []).append(fault)
+
+    def host_errors(host: str) -> list[str]:
+        errors = []
+        for fault in by_host[host]:
+            try:
+                revert(fault)
+            except HarnessError as exc:
+                errors.append(str(exc))
+        return errors
+
+    gathered = gather(by_host, host_errors, deadline=REVERT_DEADLINE)
+    return ([e for found in gathered.results.values() for e in found]
+            + [f"{host}: {why}" for host, why in gathered.errors.items()])

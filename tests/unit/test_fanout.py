@@ -129,3 +129,30 @@ def test_a_dead_qemu_is_not_in_the_table(fake_qemus: dict[str, int]) -> None:
     table = parse_qemu_table(for_url("local://").run(qemu_table(list(fake_qemus)),
                                                      timeout=10).stdout)
     assert set(table) == set(fake_qemus) - {gone}
+
+
+def test_faults_are_reverted_newest_first_on_each_host_and_the_hosts_at_once() -> None:
+    from chaos.errors import FaultError
+    from chaos.faults import Fault, per_host
+
+    faults = [Fault(f"{kind}-{host}", kind, host, None, [], [])
+              for host in ("cmp1", "cmp2", "cmp3") for kind in ("kill", "kill-docker")]
+    done: list[str] = []
+    lock = threading.Lock()
+
+    def revert(fault: Fault) -> None:
+        time.sleep(0.2)
+        if fault.id == "kill-docker-cmp2":
+            raise FaultError(f"revert of {fault.id} failed: docker did not answer")
+        with lock:
+            done.append(fault.id)
+
+    started = time.monotonic()
+    errors = per_host(faults, revert)
+    took = time.monotonic() - started
+    # two faults a host, 0.2 s each: about 0.4 s with the hosts at once, 1.2 s one by one
+    assert took < 1.0, f"{took:.2f}s: hosts reverted one after another"
+    assert errors == ["revert of kill-docker-cmp2 failed: docker did not answer"]
+    for host in ("cmp1", "cmp3"):
+        mine = [f for f in done if f.endswith(host)]
+        assert mine == [f"kill-{host}", f"kill-docker-{host}"]  # the given order, per host
