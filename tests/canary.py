@@ -21,15 +21,15 @@ def forms(user: str, secret: str) -> dict[str, str]:
 
 
 def leaks(secrets: dict[str, tuple[str, str]], *, texts: dict[str, str],
-          folders: list[Path]) -> list[str]:
+          folders: list[Path], files: list[Path] | None = None) -> list[str]:
     """Where any form of any secret appears: "<secret name> (<form>) in <where>".
     ``secrets``: name -> (user, value); ``texts``: captured output by name."""
     found = []
     places = dict(texts)
-    for folder in folders:
-        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-            if path.is_file():
-                places[str(path)] = path.read_bytes().decode("utf-8", errors="replace")
+    paths = [p for folder in folders if folder.is_dir() for p in sorted(folder.rglob("*"))]
+    for path in [*paths, *(files or [])]:
+        if path.is_file():
+            places[str(path)] = path.read_bytes().decode("utf-8", errors="replace")
     for name, (user, value) in secrets.items():
         for form, text in forms(user, value).items():
             if len(text) < 8:

@@ -33,13 +33,15 @@ def test_the_scenario_suite_passes_against_the_lab(lab: Lab, tmp_path: Path) -> 
     props = {p.get("name") for p in suite.iter("property")}
     assert {"mttr_seconds", "lost_writes", "vms_survived"} <= props
     # the secrets canary: the lab's own secrets (random, distinctive) in no form anywhere
-    # the run wrote: terminal output, journal, JUnit, HTML, the fault ledger
+    # the run wrote: terminal output, journal, JUnit, HTML, the fault ledger, its logs
     secrets = lab.secrets()
     planted = {"db password": (secrets.db_user, secrets.db_password),
                "rabbitmq password": (secrets.rabbit_user, secrets.rabbit_password),
                "erlang cookie": ("", secrets.erlang_cookie)}
     from chaos.ledger import ledger_dir
 
+    # and the logs the harness's restarts write beside each daemon's pidfile
+    restart_logs = sorted(lab.root.rglob("chaos-restart.log"))
     found = leaks(planted, texts={"stdout": result.stdout, "stderr": result.stderr},
-                  folders=[report, ledger_dir()])
+                  folders=[report, ledger_dir()], files=restart_logs)
     assert found == [], found
