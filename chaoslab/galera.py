@@ -639,9 +639,12 @@ class GaleraLab:
             state = socket_probe(self.socket_path(node), timeout=1.0)
             return state.size <= 1, state.describe()
 
-        # a node that no longer answers has nothing to settle
+        # a node that no longer answers has nothing to settle. 5 s was too short once in
+        # CI, with a pip install beside it on the two cores: ctl1 still counted the
+        # others when stopped, and was left not safe to bootstrap
         with contextlib.suppress(ProbeTimeout):
-            wait_for(alone, what=f"{node} to see the others leave", timeout=5, interval=0.05)
+            wait_for(alone, what=f"{node} to see the others leave", timeout=15,
+                     interval=0.05)
 
     def _settled(self, daemon: Daemon) -> bool:
         """Whether the daemon is a node that will honour SIGTERM promptly: one that is
