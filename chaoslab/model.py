@@ -39,6 +39,19 @@ class Check:
     detail: str
 
 
+def secret_file(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in ``path``, made by ``make`` and written (mode 600, in a folder of
+    mode 700) the first time it is asked for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    if path.exists():
+        return path.read_text().strip()
+    text = make()
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+    return text
+
+
 @dataclass(frozen=True)
 class LabSecrets:
     """Credentials the lab generates once and keeps in files (mode 600) under its root."""
@@ -52,17 +65,9 @@ class LabSecrets:
     @classmethod
     def load_or_create(cls, root: Path) -> LabSecrets:
         folder = root / "secrets"
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
 
         def value(name: str, make: Callable[[], str]) -> str:
-            path = folder / name
-            if path.exists():
-                return path.read_text().strip()
-            text = make()
-            path.touch(mode=0o600)
-            path.write_text(text + "\n")
-            return text
+            return secret_file(folder / name, make)
 
         return cls(
             db_user="chaos",
