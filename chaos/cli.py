@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("action", choices=["up", "down", "status", "env"])
     lab.add_argument("--kube", action="store_true",
                      help="with up: the Kubernetes tier too (built from Debian's source once)")
+    lab.add_argument("--openstack", action="store_true",
+                     help="with up: OpenStack's services on the lab's (so far keystone, "
+                          "from OpenStack's releases on PyPI, in a venv of its own)")
     lab.add_argument("--computes", type=int, metavar="N",
                      help="with up: N compute hosts in all; those past the first three are "
                           "light (own address, sshd and libvirtd; paused qemu VMs)")

@@ -97,10 +97,20 @@ class Credential(Model):
     password: Secret
 
 
+class ProjectCredential(Credential):
+    """An OpenStack user and the project it scopes its tokens to."""
+
+    project: str = "admin"
+    user_domain: str = "Default"
+    project_domain: str = "Default"
+
+
 class Credentials(Model):
     db: Credential
     rabbitmq: Credential
     erlang_cookie: Secret
+    # OpenStack's API, where the site runs it (a controller's ``keystone`` section)
+    openstack: ProjectCredential | None = None
 
 
 class SshAccess(Model):
@@ -131,6 +141,15 @@ class RabbitNode(Model):
     # shell prefix under which RabbitMQ's CLI tools reach this node, e.g.
     # "set -a; . /etc/rabbitmq/node.env; set +a; /usr/lib/rabbitmq/bin/"
     cli: str = "/usr/lib/rabbitmq/bin/"
+
+
+class KeystoneNode(Model):
+    """Keystone (OpenStack Identity) on a controller: its public API and its process."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]  # the public API, .../v3
+    target: TargetURL
+    pidfile: str | None = None
+    start: str | None = None
 
 
 class Docker(Model):
@@ -195,6 +214,7 @@ class Host(Model):
 class Controller(Host):
     galera: GaleraNode | None = None
     rabbitmq: RabbitNode | None = None
+    keystone: KeystoneNode | None = None
 
 
 class Compute(Host):

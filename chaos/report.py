@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # after choosing the backend
 from chaos.journal import Event
 from chaos.terminal import capped
 
-GOOD = {"Synced", "running"}
+GOOD = {"Synced", "running", "answers"}
 # a lane the monitor did not see at that moment (its probe failed, or its host's libvirt
 # was down, or the scenario began before the first sample): grey, not green
 UNSEEN = "not observed"

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         if args.computes is not None or args.vms is not None:
             fleet = FleetSize(args.computes if args.computes is not None else 3,
                               args.vms if args.vms is not None else 1)
-        result = lab.up(kube=args.kube, fleet=fleet)
+        result = lab.up(kube=args.kube, fleet=fleet, openstack=args.openstack)
         if result.already_up:
             # up on a lab that runs: nothing is started, but what is unhealthy is said,
             # with what brings it back
@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         if size is not None:
             print(f"computes: {size.computes} (cmp4..cmp{size.computes}: light hosts, "
                   f"{size.vms} paused VM(s) each)")
+        if lab.openstack_enabled():
+            print(f"openstack: keystone at {lab.keystone().auth_url} "
+                  "(eval \"$(chaos lab env)\" for the openstack client)")
         if lab.kube_enabled():
             print(f"kubernetes tier: inventory {lab.kube_inventory_file}, "
                   f"kubeconfig {lab.kube().kubeconfig}")

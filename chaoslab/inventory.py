@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chaoslab.fleet import FleetLab
 from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Component, LabSecrets
+from chaoslab.openstack import ADMIN_PROJECT, ADMIN_USER, KeystoneLab
 
 # RabbitMQ's own CLI scripts (Debian's /usr/sbin ones are wrappers that switch user)
 RABBITMQ_CLI = "/usr/lib/rabbitmq/bin"
@@ -50,6 +51,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
     def target(address: str) -> str:
         return f"ssh://root@{address}:{SSH_PORT}"
 
+    keystone = parts.get("keystone")
     controllers = []
     for host in CONTROLLERS:
         rabbit.write_node_env(host.name)
@@ -60,6 +62,11 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
             "galera": galera_section(galera, host.name, target(host.address)),
             "rabbitmq": rabbit_section(rabbit, host.name, target(host.address)),
         })
+        if isinstance(keystone, KeystoneLab) and keystone.address == host.address:
+            controllers[-1]["keystone"] = {"url": keystone.auth_url,
+                                           "target": target(host.address),
+                                           "pidfile": str(keystone.pidfile),
+                                           "start": keystone.start_command()}
     computes = []
     for name, address, mode in COMPUTES:
         computes.append({
@@ -87,12 +94,16 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
                             "start": fleet.start_command(host.name)},
                 "expect_vms": "survive",
             })
+    creds = credentials(lab)
+    if isinstance(keystone, KeystoneLab):
+        creds["openstack"] = {"user": ADMIN_USER, "project": ADMIN_PROJECT,
+                              "password": {"file": str(keystone.password_file)}}
     return {
         "name": "lab",
         "kind": "process",
         # every host is a loopback address of this machine: one kernel filters them all
         "firewall": "local",
-        "credentials": credentials(lab),
+        "credentials": creds,
         "controllers": controllers,
         "computes": computes,
     }
@@ -165,7 +176,19 @@ def client_files(lab: Lab) -> dict[str, str]:
         # the CLI itself, not Debian's /usr/sbin wrapper, which becomes the rabbitmq user
         # and reads that user's cookie
         path = f"{RABBITMQ_CLI}:{path}"
+    keystone = parts.get("keystone")
+    extra: dict[str, str] = {}
+    if isinstance(keystone, KeystoneLab):
+        # the openstack CLI lives in keystone's venv; only it goes on PATH (that venv's
+        # python3 must not shadow the operator's)
+        (folder / "bin").mkdir(exist_ok=True)
+        link = folder / "bin" / "openstack"
+        link.unlink(missing_ok=True)
+        link.symlink_to(keystone.venv / "bin" / "openstack")
+        path = f"{folder / 'bin'}:{path}"
+        extra = keystone.openstack_env()
     return {
+        **extra,
         "MYSQL_HOME": str(folder / "mysql"),
         "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
         "LIBVIRT_DEFAULT_URI": compute.libvirt_uri(COMPUTES[0][0]),

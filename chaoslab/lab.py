@@ -16,7 +16,7 @@ import shlex
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from chaoslab.procs import Daemon
 
 if TYPE_CHECKING:
     from chaoslab.kube import KubeLab
+    from chaoslab.openstack import KeystoneLab
 
 # the harness knows where a lab lives (its default inventory); the lab takes it from there
 DEFAULT_ROOT = LAB_DIR
@@ -76,6 +77,22 @@ class Lab:
 
         return KubeLab(self.root / "kube", self.secrets(), cgroup_prefix=self.cgroup_prefix())
 
+    def openstack_enabled(self) -> bool:
+        state = self.read_state()
+        return bool(state and state.get("openstack"))
+
+    def keystone(self) -> KeystoneLab:
+        """Keystone on ctl1's address, its database on the lab's Galera (ctl1's node)."""
+        from urllib.parse import quote
+
+        from chaoslab.openstack import KeystoneLab
+
+        s = self.secrets()
+        first = CONTROLLERS[0]
+        url = (f"mysql+pymysql://{quote(s.db_user, safe='')}:{quote(s.db_password, safe='')}"
+               f"@{first.address}:3306/keystone")
+        return KeystoneLab(self.root / "openstack" / "keystone", first.address, url)
+
     def fleet_size(self) -> FleetSize | None:
         """The fleet of light computes the running lab has (``lab up --computes N``)."""
         state = self.read_state()
@@ -95,6 +112,8 @@ class Lab:
             parts.append(self.fleet(size))
         if self.kube_enabled() if kube is None else kube:
             parts.append(self.kube())
+        if self.openstack_enabled():
+            parts.append(self.keystone())
         return parts
 
     def _process_components(self) -> list[Component]:
@@ -179,10 +198,13 @@ class Lab:
 
     # -- up / down / status -----------------------------------------------------------
 
-    def up(self, *, kube: bool = False, fleet: FleetSize | None = None) -> UpResult:
+    def up(self, *, kube: bool = False, fleet: FleetSize | None = None,
+           openstack: bool = False) -> UpResult:
         """Bring the lab up from nothing; with ``kube``, the Kubernetes tier too (added
         to a running lab when only it is missing); with ``fleet``, that many computes in
-        all, the ones past the first three light (chaoslab.fleet)."""
+        all, the ones past the first three light (chaoslab.fleet); with ``openstack``,
+        OpenStack's services on the lab's own (so far keystone; added to a running lab
+        like the Kubernetes tier)."""
         start = time.monotonic()
         if kube and not self.kube_enabled():
             from chaoslab import kubebuild
@@ -192,6 +214,11 @@ class Lab:
                 raise LabError(problems[0])
             # the one-time build (~9 min cold) runs before any daemon, outside up's timeout
             kubebuild.ensure_binaries()
+        if openstack and not self.openstack_enabled():
+            from chaoslab.openstack import ensure_venv
+
+            # OpenStack's own venv (~55 s cold), before any daemon, outside up's timeout
+            ensure_venv()
         with self._locked():
             state = self.read_state()
             if state is not None:
@@ -209,9 +236,16 @@ class Lab:
                             + (f" ({have.vms} VM(s) each past the third)" if have else "")
                             + f"; for --computes {fleet.computes} --vms {fleet.vms}, run "
                             "'chaos lab down' first")
+                    added = False
                     if kube and not state.get("kube"):
                         self._state = state
                         self._add_kube()
+                        added = True
+                    if openstack and not state.get("openstack"):
+                        self._state = self.read_state() or state
+                        self._add_openstack()
+                        added = True
+                    if added:
                         return UpResult(False, time.monotonic() - start, self.inventory_file)
                     # nothing to start, but the inventories are written again: a harness
                     # updated since the lab came up may read them in a newer format
@@ -257,19 +291,31 @@ class Lab:
                 # schema_integrity_check_failed (cause not found: the failed up's logs
                 # went with its teardown); one after the other costs ~12 s and worked
                 self._add_kube()
+            if openstack:
+                self._add_openstack()
         return UpResult(False, time.monotonic() - start, self.inventory_file)
 
     def _add_kube(self) -> None:
         """The Kubernetes tier beside a running process lab; torn down again if it fails."""
-        component = self.kube()
+        self._add_tier(self.kube(), "kube", self.write_kube_inventory)
+
+    def _add_openstack(self) -> None:
+        """OpenStack's services on the running process lab's Galera (after it, as they
+        need it); the inventory then names them."""
+        self._add_tier(self.keystone(), "openstack", self.write_inventory)
+
+    def _add_tier(self, component: Component, flag: str,
+                  write: Callable[[], Path]) -> None:
+        """``component`` beside a running process lab, remembered under ``flag`` in the
+        state; torn down again if it fails."""
         problems = component.preflight()
         if problems:
             raise LabError(problems[0])
-        self._state["kube"] = True
+        self._state[flag] = True
         self._write_state()
         try:
             self._up_all([component])
-            self.write_kube_inventory()
+            write()
             self._state["daemons"] = [d for d in self._state["daemons"]
                                       if Daemon.from_json({k: v for k, v in d.items()
                                                            if k != "component"}).alive()]
@@ -277,7 +323,7 @@ class Lab:
             component.down(self.daemons(self._state, component.name))
             self._state["daemons"] = [d for d in self._state["daemons"]
                                       if d["component"] != component.name]
-            self._state["kube"] = False
+            self._state[flag] = False
             self._write_state()
             raise
         self._write_state()

@@ -181,6 +181,7 @@ _BUILTIN = {
     "rabbitmq": "chaos.services.rabbitmq",
     "libvirt": "chaos.services.libvirt",
     "docker": "chaos.services.docker",
+    "keystone": "chaos.services.keystone",
 }
 
 

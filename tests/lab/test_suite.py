@@ -38,6 +38,8 @@ def test_the_scenario_suite_passes_against_the_lab(lab: Lab, tmp_path: Path) -> 
     planted = {"db password": (secrets.db_user, secrets.db_password),
                "rabbitmq password": (secrets.rabbit_user, secrets.rabbit_password),
                "erlang cookie": ("", secrets.erlang_cookie)}
+    if lab.openstack_enabled():
+        planted["keystone admin password"] = ("admin", lab.keystone().admin_password())
     from chaos.ledger import ledger_dir
 
     # and the logs the harness's restarts write beside each daemon's pidfile

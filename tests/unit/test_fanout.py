@@ -141,7 +141,7 @@ def test_faults_are_reverted_newest_first_on_each_host_and_the_hosts_at_once() -
     lock = threading.Lock()
 
     def revert(fault: Fault) -> None:
-        time.sleep(0.2)
+        time.sleep(0.5)
         if fault.id == "kill-docker-cmp2":
             raise FaultError(f"revert of {fault.id} failed: docker did not answer")
         with lock:
@@ -150,8 +150,9 @@ def test_faults_are_reverted_newest_first_on_each_host_and_the_hosts_at_once() -
     started = time.monotonic()
     errors = per_host(faults, revert)
     took = time.monotonic() - started
-    # two faults a host, 0.2 s each: about 0.4 s with the hosts at once, 1.2 s one by one
-    assert took < 1.0, f"{took:.2f}s: hosts reverted one after another"
+    # two faults a host, 0.5 s each: about 1 s with the hosts at once, 3 s one by one
+    # (the margin is for a loaded machine: CI runs the lab beside other work)
+    assert took < 2.4, f"{took:.2f}s: hosts reverted one after another"
     assert errors == ["revert of kill-docker-cmp2 failed: docker did not answer"]
     for host in ("cmp1", "cmp3"):
         mine = [f for f in done if f.endswith(host)]

@@ -45,7 +45,7 @@ def etcd(monkeypatch: pytest.MonkeyPatch) -> Service:
 
 
 def test_the_builtin_services_keep_the_protocol() -> None:
-    assert list(SERVICES) == ["galera", "rabbitmq", "libvirt", "docker"]
+    assert list(SERVICES) == ["galera", "rabbitmq", "libvirt", "docker", "keystone"]
     for service in SERVICES.values():
         proto: Service = service
         assert proto.kinds <= set(KINDS_TABLE), proto.name

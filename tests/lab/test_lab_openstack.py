@@ -1,0 +1,64 @@
+"""``chaos lab up --openstack``: keystone on the lab's Galera, named in the inventory as
+a service of ctl1, the ``openstack`` client working after ``lab env``, and the harness's
+generic faults acting on it (a module and a registration, no core edit)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from chaos import inventory
+from chaos.services import SERVICES
+from chaos.services.keystone import Keystone
+from chaos.wait import wait_for
+from chaoslab.lab import Lab
+
+LOGIN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "HOME": os.environ.get("HOME", "/root"), "TERM": "dumb"}
+
+
+def chaos(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chaos.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_openstack_tier_keystone_client_and_faults(lab: Lab) -> None:
+    up = chaos("lab", "up", "--openstack", timeout=1200)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert lab.openstack_enabled()
+    site = inventory.load(lab.inventory_file)
+    ctl1 = site.host("ctl1")
+    assert getattr(ctl1, "keystone", None) is not None and site.credentials.openstack
+
+    # the openstack client, as against a cloud: clouds.yaml through lab env
+    out = subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m chaos.cli lab env)" '
+                          "&& openstack token issue -f value -c project_id && "
+                          "command -v python3"], env=LOGIN_ENV, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    project_id, python = out.stdout.split()
+    assert len(project_id) == 32
+    assert not python.startswith(str(lab.keystone().venv)), "keystone's python3 on PATH"
+
+    keystone = SERVICES["keystone"]
+    assert isinstance(keystone, Keystone)
+    answer = keystone.tokens(site)["ctl1"]
+    assert answer is not None and answer.ok, answer
+
+    # the generic kill fault, planned from the registration alone, and heal
+    killed = chaos("fault", "kill", "--node", "ctl1", "--service", "keystone")
+    assert killed.returncode == 0, killed.stderr
+    try:
+        wait_for(lambda: (keystone.lanes(site) == {"keystone/ctl1": "down"},
+                          keystone.lanes(site)),
+                 what="keystone down after its kill", timeout=30, interval=0.5)
+    finally:
+        healed = chaos("heal", timeout=120)
+    assert healed.returncode == 0, healed.stderr
+
+    def issued() -> tuple[bool, object]:
+        again = keystone.tokens(site)["ctl1"]
+        return again is not None and again.ok, again
+
+    wait_for(issued, what="a token from keystone again", timeout=60, interval=1)
