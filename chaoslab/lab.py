@@ -32,6 +32,7 @@ from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Check, Component, Ho
 from chaoslab.procs import Daemon
 
 if TYPE_CHECKING:
+    from chaoslab.haproxy import HaproxyLab
     from chaoslab.kube import KubeLab
     from chaoslab.openstack import KeystoneLab
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = LAB_DIR
 STATE_VERSION = 1
 UP_TIMEOUT = 240.0
+# the write endpoint OpenStack's services use for Galera (lab up --openstack): HAProxy
+DB_ENDPOINT = "127.0.0.10"
 
 
 def lab_root() -> Path:
@@ -88,10 +91,17 @@ class Lab:
         from chaoslab.openstack import KeystoneLab
 
         s = self.secrets()
-        first = CONTROLLERS[0]
+        # through the one write endpoint, as OpenStack's services reach Galera on a site
         url = (f"mysql+pymysql://{quote(s.db_user, safe='')}:{quote(s.db_password, safe='')}"
-               f"@{first.address}:3306/keystone")
-        return KeystoneLab(self.root / "openstack" / "keystone", first.address, url)
+               f"@{DB_ENDPOINT}:3306/keystone")
+        return KeystoneLab(self.root / "openstack" / "keystone", CONTROLLERS[0].address, url)
+
+    def haproxy(self) -> HaproxyLab:
+        """Galera's one write endpoint for OpenStack's services (``DB_ENDPOINT``:3306)."""
+        from chaoslab.haproxy import HaproxyLab
+
+        return HaproxyLab(self.root / "openstack" / "haproxy", DB_ENDPOINT, CONTROLLERS,
+                          self.secrets())
 
     def fleet_size(self) -> FleetSize | None:
         """The fleet of light computes the running lab has (``lab up --computes N``)."""
@@ -113,7 +123,7 @@ class Lab:
         if self.kube_enabled() if kube is None else kube:
             parts.append(self.kube())
         if self.openstack_enabled():
-            parts.append(self.keystone())
+            parts += [self.haproxy(), self.keystone()]
         return parts
 
     def _process_components(self) -> list[Component]:
@@ -301,8 +311,18 @@ class Lab:
 
     def _add_openstack(self) -> None:
         """OpenStack's services on the running process lab's Galera (after it, as they
-        need it); the inventory then names them."""
-        self._add_tier(self.keystone(), "openstack", self.write_inventory)
+        need it), through HAProxy's write endpoint; the inventory then names them."""
+        endpoint = self.haproxy()
+        self._add_tier(endpoint, "openstack", self.write_inventory)
+        try:
+            self._add_tier(self.keystone(), "openstack", self.write_inventory)
+        except BaseException:
+            endpoint.down(self.daemons(self._state, endpoint.name))
+            self._state["daemons"] = [d for d in self._state["daemons"]
+                                      if d["component"] != endpoint.name]
+            self._state["openstack"] = False
+            self._write_state()
+            raise
 
     def _add_tier(self, component: Component, flag: str,
                   write: Callable[[], Path]) -> None:
