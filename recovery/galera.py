@@ -60,6 +60,7 @@ from chaos.inventory import Controller, Site
 from chaos.journal import Event, Journal
 from chaos.steps import (
     ALIVE,
+    OWNS,
     PROC_INFO,
     Await,
     Step,
@@ -246,10 +247,14 @@ def _position_script(node: Controller, *, read_only: bool) -> str:
     datadir = g.datadir.rstrip("/")
     grastate = f"{datadir}/grastate.dat"
     log = f"/tmp/chaos-wsrep-recover-{node.name}.log"
-    script = ALIVE + PROC_INFO
+    script = OWNS + PROC_INFO
     if g.pidfile:
-        script += quote("p=$(cat %s 2>/dev/null); if alive \"$p\"; then "
-                        "echo ALIVE \"$p\" $(procinfo \"$p\"); exit 0; fi; ", g.pidfile)
+        # the process that wrote the pidfile, not any process under that PID now: PIDs
+        # come round (pid_max is 32768 on the lab's machines), and a stranger taken for
+        # a silent server would be killed as one
+        script += quote("p=$(cat %s 2>/dev/null); if owns \"$p\" %s; then "
+                        "echo ALIVE \"$p\" $(procinfo \"$p\"); exit 0; fi; ", g.pidfile,
+                        g.pidfile)
     # without a pidfile, or with a stale one: any live process holding the system
     # tablespace open is the node's server (mariadbd keeps ibdata1 open while it runs)
     script += quote("d=$(realpath -m %s); for f in $(find /proc/[0-9]*/fd -maxdepth 1 "

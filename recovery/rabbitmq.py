@@ -30,6 +30,7 @@ from chaos.inventory import Controller, Site
 from chaos.journal import Journal
 from chaos.steps import (
     ALIVE,
+    OWNS,
     PROC_INFO,
     Await,
     Step,
@@ -133,9 +134,10 @@ def _inspect(site: Site, c: Controller, answers: bool) -> NodeState:
         target = for_url(r.target, site)
         script = ""
         if r.pidfile:
-            script += ALIVE + PROC_INFO + quote(
-                "p=$(cat %s 2>/dev/null); alive \"$p\" && echo ALIVE \"$p\" $(procinfo \"$p\"); ",
-                r.pidfile)
+            # the process that wrote the pidfile, not a stranger under a PID come round
+            script += OWNS + PROC_INFO + quote(
+                "p=$(cat %s 2>/dev/null); owns \"$p\" %s && echo ALIVE \"$p\" "
+                "$(procinfo \"$p\"); ", r.pidfile, r.pidfile)
         if mnesia:
             script += _data_script(mnesia, r.node)
         if script:
