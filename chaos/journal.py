@@ -36,6 +36,7 @@ class Event(StrEnum):
     ORACLE_GALERA = "oracle.galera"  # the Galera data-loss verdict
     ORACLE_RABBITMQ = "oracle.rabbitmq"  # the RabbitMQ verdict
     ORACLE_VMS = "oracle.vms"  # the VM survival verdict
+    ORACLE_API = "oracle.api"  # the OpenStack API's answers while the scenario ran
     CHECK = "check"  # an outcome check and its result
     DEGRADED = "degraded"  # a cluster observed short of quorum or members (downtime starts)
     QUORUM = "quorum"  # a cluster observed with quorum again (MTTR and downtime end)
@@ -109,6 +110,9 @@ class Journal:
             elif entry["event"] == Event.ORACLE_RABBITMQ:
                 props["lost_messages"] = entry["lost"]
                 props["confirmed_messages"] = entry["confirmed"]
+            elif entry["event"] == Event.ORACLE_API:
+                props["api_success_rate"] = entry["success_rate"]
+                props["api_error_window_seconds"] = entry["error_window"]
             elif entry["event"] == Event.ORACLE_VMS:
                 props["vms_survived"] = len(entry["survived"])
                 props["vms_died"] = len(entry["died"]) + len(entry["restarted"])

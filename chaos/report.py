@@ -306,6 +306,13 @@ def oracle_words(e: dict[str, Any]) -> str:
         if _count(e.get("phantom")):
             text += f", {_count(e.get('phantom'))} phantom"
         return text
+    if e["event"] == Event.ORACLE_API:
+        text = (f"API: {_count(e.get('succeeded'))} of {_count(e.get('requests'))} "
+                f"reads answered ({float(e.get('success_rate') or 0):.0%}), longest "
+                f"error window {float(e.get('error_window') or 0):.1f}s")
+        if e.get("first_error"):
+            text += f"; first error: {e['first_error']}"
+        return text
     text = (f"VMs: {_count(e.get('survived'))} survived, {_count(e.get('restarted'))} "
             f"restarted, {_count(e.get('died'))} died")
     for what in ("restarted", "died"):
@@ -314,7 +321,7 @@ def oracle_words(e: dict[str, Any]) -> str:
     return text
 
 
-ORACLES = (Event.ORACLE_GALERA, Event.ORACLE_RABBITMQ, Event.ORACLE_VMS)
+ORACLES = (Event.ORACLE_GALERA, Event.ORACLE_RABBITMQ, Event.ORACLE_API, Event.ORACLE_VMS)
 
 
 def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,15 +5,18 @@ land on two nodes at once (Galera's certification conflicts); a node that fails 
 health check is dropped within about two seconds (``inter 1s fall 2``), its sessions cut
 (``on-marked-down shutdown-sessions``), and the next one serves.
 
-The health check is HAProxy's own ``mysql-check``: a login as a passwordless user with
-no grant, which a node running mariadbd answers. It does not see a node that answers but
-is non-Primary (kolla's clustercheck does, over HTTP); the lab's drills that leave a node
-non-Primary stop it soon after, and the harness's own probes tell the two apart.
+The health check is clustercheck's, as kolla-ansible's: HTTP on ``<node>:9200``, 200
+only for a node Synced in a Primary component (``chaoslab/clustercheck.py``, one process
+for the lab's three nodes, started and stopped with HAProxy). HAProxy's own
+``mysql-check`` only logs in, and a node cut off from its peers still lets it: behind
+it, a partitioned ctl1 kept the endpoint, and keystone erred for as long as the
+partition lasted.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,19 +29,20 @@ from chaoslab.model import Check, Host, LabSecrets, Register
 from chaoslab.procs import Daemon
 
 HAPROXY = "/usr/sbin/haproxy"
-CHECK_USER = "haproxy_check"
+CHECK_PORT = 9200  # clustercheck's, as kolla-ansible runs it
 
 
 class HaproxyLab:
     name = "haproxy"
 
-    def __init__(self, root: Path, address: str, nodes: list[Host], secrets: LabSecrets, *,
-                 port: int = 3306) -> None:
+    def __init__(self, root: Path, address: str, nodes: list[Host], secrets: LabSecrets,
+                 sockets: dict[str, Path], *, port: int = 3306) -> None:
         self.root = root
         self.address = address
         self.port = port
         self.nodes = nodes
         self.secrets = secrets
+        self.sockets = sockets  # each node's unix socket, for clustercheck
         self.config = root / "haproxy.cfg"
         self.pidfile = root / "haproxy.pid"
 
@@ -48,11 +52,14 @@ class HaproxyLab:
             problems.append(f"{HAPROXY} is missing (Debian package haproxy)")
         if procs.port_in_use(self.address, self.port):
             problems.append(f"haproxy: {self.address}:{self.port} is already in use")
+        problems += [f"clustercheck: {h.address}:{CHECK_PORT} is already in use"
+                     for h in self.nodes if procs.port_in_use(h.address, CHECK_PORT)]
         return problems
 
     def _config_text(self) -> str:
         servers = "\n".join(
-            f"  server {h.name} {h.address}:{self.port} check" + ("" if i == 0 else " backup")
+            f"  server {h.name} {h.address}:{self.port} check port {CHECK_PORT}"
+            + ("" if i == 0 else " backup")
             for i, h in enumerate(self.nodes))
         return f"""# written by chaoslab.haproxy: Galera's one write endpoint
 global
@@ -65,7 +72,8 @@ defaults
   timeout server 1h
 listen galera
   bind {self.address}:{self.port}
-  option mysql-check user {CHECK_USER} post-41
+  option httpchk GET /
+  http-check expect status 200
   default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
 {servers}
 """
@@ -75,18 +83,13 @@ listen galera
                                password=self.secrets.db_password, connect_timeout=timeout,
                                read_timeout=timeout, write_timeout=timeout)
 
-    def _check_user(self) -> None:
-        """The health check's user, created once: users replicate through Galera."""
-        conn = self._connect(self.nodes[0].address)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"CREATE USER IF NOT EXISTS '{CHECK_USER}'@'%'")
-        finally:
-            conn.close()
-
     def up(self, register: Register) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._check_user()
+        checks = procs.spawn("clustercheck", [sys.executable, "-m", "chaoslab.clustercheck",
+                                              *(f"{h.address}:{CHECK_PORT}="
+                                                f"{self.sockets[h.name]}" for h in self.nodes)],
+                             log=self.root / "clustercheck.log")
+        register(checks)
         self.config.write_text(self._config_text())
         procs.run([HAPROXY, "-c", "-q", "-f", str(self.config)], timeout=10)
         daemon = procs.spawn("haproxy", [HAPROXY, "-db", "-f", str(self.config), "-p",
@@ -95,8 +98,9 @@ listen galera
         register(daemon)
 
         def serving() -> tuple[bool, str]:
-            if not procs.alive(daemon.pid):
-                raise LabError(f"haproxy exited at start; see {daemon.log}")
+            for started in (daemon, checks):
+                if not procs.alive(started.pid):
+                    raise LabError(f"{started.name} exited at start; see {started.log}")
             return self._answers()
 
         wait_for(serving, what=f"Galera through haproxy at {self.address}:{self.port}",

@@ -98,10 +98,13 @@ class Lab:
 
     def haproxy(self) -> HaproxyLab:
         """Galera's one write endpoint for OpenStack's services (``DB_ENDPOINT``:3306)."""
+        from chaoslab.galera import GaleraLab
         from chaoslab.haproxy import HaproxyLab
 
+        galera = GaleraLab(self.root / "galera", CONTROLLERS, self.secrets())
         return HaproxyLab(self.root / "openstack" / "haproxy", DB_ENDPOINT, CONTROLLERS,
-                          self.secrets())
+                          self.secrets(), {h.name: galera.socket_path(h.name)
+                                           for h in CONTROLLERS})
 
     def fleet_size(self) -> FleetSize | None:
         """The fleet of light computes the running lab has (``lab up --computes N``)."""

@@ -89,3 +89,49 @@ def test_keystone_keeps_issuing_tokens_through_a_galera_node_loss(lab: Lab) -> N
         healed = chaos("heal", timeout=120)
     assert healed.returncode == 0, healed.stderr
     expect.galera_healthy(site)
+
+
+def test_the_api_oracle_fails_when_keystone_is_gone_too_long_and_passes_when_kept(
+        lab: Lab) -> None:
+    """The oracle on a deliberately broken case: keystone killed for about 8 s while
+    the reads run; its verdict fails with an error window of that length. Untouched,
+    the same reads pass."""
+    import time
+
+    from chaos.services.keystone import TokenReads
+
+    up = chaos("lab", "up", "--openstack", timeout=1200)
+    assert up.returncode == 0, up.stdout + up.stderr
+    site = inventory.load(lab.inventory_file)
+    keystone = SERVICES["keystone"]
+    assert isinstance(keystone, Keystone)
+
+    kept = TokenReads(site, interval=0.5, max_seconds=30)
+    kept.start()
+    time.sleep(4)
+    kept.stop()
+    verdict = kept.verdict()
+    assert verdict.ok and verdict.requests >= 5, verdict.summary()
+
+    broken = TokenReads(site, interval=0.5, max_seconds=90)
+    broken.start()
+    try:
+        time.sleep(2)
+        killed = chaos("fault", "kill", "--node", "ctl1", "--service", "keystone")
+        assert killed.returncode == 0, killed.stderr
+        time.sleep(8)
+    finally:
+        healed = chaos("heal", timeout=120)
+    assert healed.returncode == 0, healed.stderr
+
+    def answered() -> tuple[bool, object]:
+        answer = keystone.tokens(site)["ctl1"]
+        return answer is not None and answer.ok, answer
+
+    wait_for(answered, what="keystone answering again", timeout=60, interval=1)
+    time.sleep(2)
+    broken.stop()
+    verdict = broken.verdict()
+    assert not verdict.ok, verdict.summary()
+    assert 7 <= verdict.longest_error_window <= 60, verdict.summary()
+    assert verdict.first_error and verdict.succeeded > 0, verdict.summary()
