@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from chaos.journal import Event
 
@@ -81,6 +81,9 @@ class Oracle(Protocol):
     """A service's bounded workload client and its read-back."""
 
     name: str
+    # "data": what the service acknowledged is kept, whatever the scenario; or
+    # "availability": the service kept answering, promised only where quorum is kept
+    kind: Literal["data", "availability"]
     ledger: OpLedger
 
     def describe(self) -> str: ...

@@ -30,7 +30,7 @@ from chaos.errors import (
     HarnessError,
     ProbeTimeout,
 )
-from chaos.faults import Faults, heal, sigterm_raises
+from chaos.faults import Faults, cluster_sizes, heal, sigterm_raises
 from chaos.inventory import Site
 from chaos.journal import Event, Journal
 from chaos.ledger import Ledger
@@ -347,8 +347,16 @@ class Runbook:
 
 
 @pytest.fixture
-def workload(site: Site, journal: Journal) -> Workload:
-    return Workload(site, journal)
+def workload(request: pytest.FixtureRequest, site: Site, journal: Journal) -> Workload:
+    # Availability is promised only where quorum is: a scenario that declares it may
+    # take a majority of a cluster (blast_radius) gets the API's figures reported, not
+    # judged. Data is promised everywhere.
+    marker = request.node.get_closest_marker("blast_radius")
+    allowed = {k: int(v) for k, v in (marker.kwargs if marker else {}).items()}
+    sizes = cluster_sizes(site)
+    quorum_kept = not any(allowed.get(name, 0) > size // 2 for name, size in sizes.items()
+                          if name != "controllers")
+    return Workload(site, journal, availability=quorum_kept)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pymysql
 
@@ -187,6 +187,7 @@ class GaleraWriter:
     """Commits one row per operation, round-robin over the nodes that answer."""
 
     name = "galera"
+    kind: Literal["data", "availability"] = "data"
 
     def __init__(self, site: Site, *, table: str = "writes", interval: float = 0.02,
                  max_ops: int = 5000, max_seconds: float = 600.0) -> None:

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chaos.dryrun import refuse
 from chaos.errors import ConfigError
@@ -97,10 +97,11 @@ def api_answers(url: str, *, timeout: float = 3.0) -> bool:
 
 # -- the API oracle: OpenStack kept answering -----------------------------------------
 
-# What "kept answering" means, unless the operator states otherwise: nine API reads in
-# ten answered, and no stretch of errors longer than 30 s. Measured on the lab: a
-# Galera node's loss behind HAProxy costs one failed request (about 1 s).
-MIN_SUCCESS = float(os.environ.get("CHAOS_API_MIN_SUCCESS", "0.9"))
+# What "kept answering" means, unless the operator states otherwise: three API reads in
+# four answered, and no stretch of errors longer than 30 s. Measured on the lab: a
+# Galera node's loss behind HAProxy costs one failed read (about 1 s); a drill lasts
+# 20-60 s, so a short failover already weighs a few percent of its reads.
+MIN_SUCCESS = float(os.environ.get("CHAOS_API_MIN_SUCCESS", "0.75"))
 MAX_ERROR_WINDOW = float(os.environ.get("CHAOS_API_MAX_ERROR_WINDOW", "30"))
 
 
@@ -171,6 +172,7 @@ class TokenReads:
     keystone half a core in bcrypt alone; the scenarios beside it need the CPU.)"""
 
     name = "keystone"
+    kind: Literal["data", "availability"] = "availability"
 
     def __init__(self, site: Site, *, interval: float = 1.0, max_ops: int = 1800,
                  max_seconds: float = 900.0, timeout: float = 5.0) -> None:

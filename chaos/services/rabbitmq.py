@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pika
 import pika.exceptions
@@ -221,6 +221,7 @@ class RabbitPublisher:
     """Publishes persistent messages with confirms to a quorum queue, failing over."""
 
     name = "rabbitmq"
+    kind: Literal["data", "availability"] = "data"
 
     def __init__(self, site: Site, *, queue: str | None = None, interval: float = 0.02,
                  max_ops: int = 5000, max_seconds: float = 600.0) -> None:
