@@ -34,10 +34,14 @@ def test_openstack_tier_keystone_client_and_faults(lab: Lab) -> None:
     # the openstack client, as against a cloud: clouds.yaml through lab env
     out = subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m chaos.cli lab env)" '
                           "&& openstack token issue -f value -c project_id && "
+                          # a request made with a token: keystone 26.1.1 failed every
+                          # one with the pinned oslo libraries (HTTP 500)
+                          "openstack project list -f value -c Name && "
                           "command -v python3"], env=LOGIN_ENV, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    project_id, python = out.stdout.split()
+    project_id, project, python = out.stdout.split()
+    assert project == "admin"
     assert len(project_id) == 32
     assert not python.startswith(str(lab.keystone().venv)), "keystone's python3 on PATH"
 
