@@ -67,6 +67,9 @@ def test_rabbitmq_node_thawed_after_eviction_recovers_in_one_run(lab: Lab) -> No
              what="the thawed node partitioned", timeout=90, interval=1)
     out = ok(chaos("recover", "rabbitmq"))
     assert "situation: partitioned after the network healed" in out
-    assert "recovered in" in out  # one run: a start that met the old name was retried
+    # one run: a start that met the old name was retried; or (seen once in CI) the
+    # thawed node settled its partition itself between the observation and the plan,
+    # and the same run found nothing left to do
+    assert "recovered in" in out or "nothing to do: healthy" in out, out
     expect.rabbit_healthy(site, timeout=120)
     assert "nothing to do: healthy" in ok(chaos("recover", "rabbitmq"))
