@@ -54,11 +54,18 @@ def issue_token(url: str, user: str, password: str, project: str, *,
         "scope": {"project": {"name": project, "domain": {"name": project_domain}}}}})
     request = urllib.request.Request(url.rstrip("/") + "/auth/tokens", data=body.encode(),
                                      headers={"Content-Type": "application/json"})
+    return _ask(request, 201, timeout=timeout)
+
+
+def _ask(request: urllib.request.Request, want: int, *, timeout: float,
+         token: str = "") -> TokenAnswer:
+    """Send ``request``: answered when the status is ``want`` (and, without ``token``,
+    a new token came back in X-Subject-Token); bounded, never raising."""
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            token = response.headers.get("X-Subject-Token") or ""
-            ok = response.status == 201 and bool(token)
+            token = token or response.headers.get("X-Subject-Token") or ""
+            ok = response.status == want and bool(token)
             return TokenAnswer(ok, time.monotonic() - started,
                                "" if ok else f"HTTP {response.status}", token)
     except urllib.error.HTTPError as exc:
@@ -73,16 +80,7 @@ def list_projects(url: str, token: str, *, timeout: float = 5.0) -> TokenAnswer:
     refuse(f"listing projects at {url}")
     request = urllib.request.Request(url.rstrip("/") + "/auth/projects",
                                      headers={"X-Auth-Token": token})
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            ok = response.status == 200
-            return TokenAnswer(ok, time.monotonic() - started,
-                               "" if ok else f"HTTP {response.status}", token)
-    except urllib.error.HTTPError as exc:
-        return TokenAnswer(False, time.monotonic() - started, f"HTTP {exc.code}")
-    except (OSError, ValueError) as exc:  # refused, reset, timed out: all observations
-        return TokenAnswer(False, time.monotonic() - started, f"{type(exc).__name__}: {exc}")
+    return _ask(request, 200, timeout=timeout, token=token)
 
 
 def api_answers(url: str, *, timeout: float = 3.0) -> bool:
