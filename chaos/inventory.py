@@ -61,6 +61,11 @@ IP = Annotated[str, AfterValidator(_ip)]
 TargetURL = Annotated[str, AfterValidator(_target)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+# How the harness reaches a service's port: "address" — the host's address (host
+# networking, a process, a container); "port-forward" — through the Kubernetes API to
+# the pod its target selects, as ``kubectl port-forward`` does (a pod on a pod network
+# the harness has no route into).
+Reach = Literal["address", "port-forward"]
 
 
 class Model(BaseModel):
@@ -123,6 +128,7 @@ class GaleraNode(Model):
     """A MariaDB Galera node: SQL endpoint and how to act on its process."""
 
     port: Port = 3306
+    reach: Reach = "address"
     target: TargetURL  # where its process lives: local://, ssh://…, docker://…, k8s://…
     datadir: str
     pidfile: str | None = None
@@ -134,6 +140,7 @@ class RabbitNode(Model):
     node: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+@[A-Za-z0-9_.-]+$")]
     amqp_port: Port = 5672
     management_port: Port | None = 15672
+    reach: Reach = "address"
     target: TargetURL
     data_dir: str | None = None  # RABBITMQ_MNESIA_BASE: the node's own dir is <data_dir>/<node>
     pidfile: str | None = None
@@ -241,6 +248,34 @@ class Kubernetes(Model):
         return self
 
 
+class Cluster(Model):
+    """Who brings a cluster back after a fault, and what the harness watches then.
+
+    ``harness``: the harness's own procedures (``recovery/``) act — the process lab, the
+    seed's topology, kolla-style sites. ``platform``: a start script, an operator or
+    the kubelet does; the harness injects the fault and watches, and acts only when an
+    operator asks (``chaos recover … --take-over``)."""
+
+    recovered_by: Literal["harness", "platform"] = "harness"
+    # which platform's recovery it is: what the harness watches
+    platform: Literal["openstack-helm", "mariadb-operator", "rabbitmq-operator"] | None = None
+    namespace: str | None = None
+    statefulset: str | None = None
+    # openstack-helm's MariaDB cluster state: the ConfigMap ``<release>-mariadb-state``
+    state_configmap: str | None = None
+    # how long the platform is given to recover before the verdict fails
+    deadline_seconds: Annotated[float, Field(gt=0, le=3600)] = 600.0
+
+    @model_validator(mode="after")
+    def _platform_says_what(self) -> Cluster:
+        if self.recovered_by == "platform" and self.platform is None:
+            raise ValueError("recovered_by: platform needs platform (which one recovers)")
+        if self.platform == "openstack-helm" and self.state_configmap is None:
+            raise ValueError("platform openstack-helm needs state_configmap "
+                             "(<release>-mariadb-state)")
+        return self
+
+
 class Site(Model):
     name: Name
     kind: Literal["process", "kubernetes"] = "process"
@@ -252,6 +287,39 @@ class Site(Model):
     kubernetes: Kubernetes | None = None
     controllers: list[Controller] = Field(min_length=1)
     computes: list[Compute] = []
+    # per cluster (a service's name: galera, rabbitmq), who recovers it; unnamed: the harness
+    clusters: dict[str, Cluster] = {}
+
+    @model_validator(mode="after")
+    def _port_forward_needs_a_pod(self) -> Site:
+        for i, c in enumerate(self.controllers):
+            for section in (c.galera, c.rabbitmq):
+                if section is not None and section.reach == "port-forward" \
+                        and not section.target.startswith("k8s://"):
+                    name = "galera" if section is c.galera else "rabbitmq"
+                    raise ValueError(f"controllers[{i}].{name}.reach: port-forward needs a "
+                                     "k8s:// target")
+        if self.clusters and self.kubernetes is None and any(
+                c.recovered_by == "platform" for c in self.clusters.values()):
+            raise ValueError("clusters: a platform's recovery is watched through the "
+                             "Kubernetes API: give a kubernetes section")
+        return self
+
+    @field_validator("clusters")
+    @classmethod
+    def _known_services(cls, value: dict[str, Cluster]) -> dict[str, Cluster]:
+        from chaos.services import SERVICES  # the table's modules read this one
+
+        for name in value:
+            if name not in SERVICES:
+                raise ValueError(f"{name}: not a service (services: {', '.join(SERVICES)})")
+            if not SERVICES[name].quorum:
+                raise ValueError(f"{name}: not a cluster")
+        return value
+
+    def cluster(self, service: str) -> Cluster:
+        """Who recovers ``service``'s cluster (the harness, unless the inventory says)."""
+        return self.clusters.get(service) or Cluster()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Site:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chaos.errors import ConfigError
 from chaos.targets import Where, host_target, where
@@ -29,7 +29,8 @@ __all__ = ["SERVICES", "Placement", "Process", "ProcessService", "Section", "Ser
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a service runs on one host, and who brings it back.
+    """Where a service runs on one host. (Who brings its cluster back is the site's
+    word, per cluster: ``Site.cluster(name).recovered_by``.)
 
     ``url`` is the inventory's word for the place (the process's target, the container,
     the pod); ``None`` where the service is a process of the host itself, reached as the
@@ -37,9 +38,6 @@ class Placement:
 
     where: Where
     url: str | None = None
-    # "harness": our recovery procedures act; "platform": a start script, an operator or
-    # a kubelet does, and the harness watches
-    recovered_by: Literal["harness", "platform"] = "harness"
 
     @classmethod
     def at(cls, url: str) -> Placement:

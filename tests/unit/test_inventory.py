@@ -211,3 +211,48 @@ def test_example_inventories_validate() -> None:
     assert examples, "docs/examples has no inventory"
     for example in examples:
         inventory.load(example)
+
+
+def _k8s_site(**extra: object) -> dict[str, object]:
+    target = "k8s://openstack/mariadb-server-0?container=mariadb"
+    return {
+        "name": "osh", "kind": "kubernetes",
+        "credentials": {"db": {"user": "root", "password": {"env": "P"}},
+                        "rabbitmq": {"user": "u", "password": {"env": "P"}},
+                        "erlang_cookie": {"env": "C"}},
+        "kubernetes": {"kubeconfig": "/tmp/kubeconfig"},
+        "controllers": [{"name": "ctl1", "address": "127.0.0.1",
+                         "galera": {"target": target, "datadir": "/var/lib/mysql",
+                                    "reach": "port-forward"}}],
+        **extra,
+    }
+
+
+def test_a_cluster_the_platform_recovers_is_stated_per_cluster() -> None:
+    site = inventory.parse(_k8s_site(clusters={"galera": {
+        "recovered_by": "platform", "platform": "openstack-helm",
+        "state_configmap": "mariadb-mariadb-state"}}))
+    assert site.cluster("galera").recovered_by == "platform"
+    assert site.cluster("rabbitmq").recovered_by == "harness"  # unnamed: the harness
+
+
+def test_a_platform_cluster_names_its_platform_and_openstack_helm_its_state() -> None:
+    with pytest.raises(ConfigError, match=r"clusters.galera: .*needs platform"):
+        inventory.parse(_k8s_site(clusters={"galera": {"recovered_by": "platform"}}))
+    with pytest.raises(ConfigError, match=r"needs state_configmap"):
+        inventory.parse(_k8s_site(clusters={"galera": {"recovered_by": "platform",
+                                             "platform": "openstack-helm"}}))
+
+
+def test_clusters_are_services_with_a_quorum() -> None:
+    with pytest.raises(ConfigError, match=r"clusters: etcd: not a service"):
+        inventory.parse(_k8s_site(clusters={"etcd": {}}))
+    with pytest.raises(ConfigError, match=r"libvirt: not a cluster"):
+        inventory.parse(_k8s_site(clusters={"libvirt": {}}))
+
+
+def test_port_forward_reaches_only_pods() -> None:
+    data = _k8s_site()
+    data["controllers"][0]["galera"]["target"] = "local://"  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"reach: port-forward needs a k8s:// target"):
+        inventory.parse(data)
