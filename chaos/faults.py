@@ -145,6 +145,35 @@ def _start_step(proc: Process, host: str) -> Step:
                 service=proc.service)
 
 
+def _kill_and_back(site: Site, svc: Service, host: Controller | Compute) -> tuple[Step, Step]:
+    """SIGKILL the service's process, and the step that brings it back.
+
+    A service in a pod crashes from its node's PID namespace (``Action.CRASH``), where
+    its process is visible whatever it is in the pod: PID 1 of its container, or a
+    child of a start script. Where the platform recovers the cluster, the way back is
+    the platform's: the revert awaits a Ready pod (up to the cluster's deadline);
+    elsewhere the harness starts the process again as the inventory says."""
+    placed = svc.placement(host)
+    name = getattr(svc, "command_name", None)
+    cluster = site.cluster(svc.name)
+    if placed.in_pod and placed.url is not None and name and host.access is not None:
+        kill = Step(placed.url, f"SIGKILL {name} in the container of {placed.url}, from its "
+                    "node's PID namespace", f"{svc.name} on {host.name} has crashed",
+                    action=Action.CRASH, process=name, service=svc.name)
+        if cluster.recovered_by == "platform":
+            back = Step(placed.url, f"wait for a Ready pod behind {placed.url} (the platform "
+                        "restarts it)", f"{svc.name} on {host.name} is back, by the platform",
+                        action=Action.AWAIT_READY, timeout=cluster.deadline_seconds,
+                        service=svc.name)
+            return kill, back
+        return kill, _start_step(svc.process(site, host), host.name)
+    if cluster.recovered_by == "platform" and placed.in_pod:
+        raise ConfigError(f"{host.name}.{svc.name}: a crash of its pod is sent from the node: "
+                          f"give host {host.name} an access (ssh, or local)")
+    proc = svc.process(site, host)
+    return _kill_step(proc, host.name), _start_step(proc, host.name)
+
+
 def _taken_by(kind: str, host: Controller | Compute) -> list[Service]:
     """The host's services a whole-host fault of ``kind`` takes down."""
     return [s for s in SERVICES.on(host) if kind in s.kinds]
@@ -206,12 +235,12 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
     if kind == "partition":
         return _partition(site, host, service, fid)
     if kind == "power-off":
-        procs = [s.process(site, host) for s in _taken_by(kind, host)]
-        if not procs:
+        taken = _taken_by(kind, host)
+        if not taken:
             raise ConfigError(f"host {host.name} runs no service this harness can power off")
-        return Fault(fid, kind, host.name, None, [_kill_step(p, host.name) for p in procs],
-                     [_start_step(p, host.name) for p in procs],
-                     {p.service: [host.name] for p in procs})
+        steps = [_kill_and_back(site, s, host) for s in taken]
+        return Fault(fid, kind, host.name, None, [k for k, _ in steps], [b for _, b in steps],
+                     {s.name: [host.name] for s in taken})
 
     if service is None:
         raise ConfigError(f"fault {kind} needs --service ({', '.join(SERVICES)})")
@@ -222,10 +251,11 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
     own = svc.fault_steps(site, kind, host, fid)
     if own is not None:
         return Fault(fid, kind, host.name, service, *own, {service: [host.name]})
-    proc = svc.process(site, host)
     if kind in ("kill", "kill-docker"):
-        inject, revert = [_kill_step(proc, host.name)], [_start_step(proc, host.name)]
-    elif kind == "stop":
+        kill, back = _kill_and_back(site, svc, host)
+        return Fault(fid, kind, host.name, service, [kill], [back], {service: [host.name]})
+    proc = svc.process(site, host)
+    if kind == "stop":
         # a clean shutdown, as an operator's stop would do it; bounded wait for the exit
         inject = [Step(proc.target, ALIVE + quote(
             "pid=$(cat %s) && kill -s TERM \"$pid\" && i=0 && "
@@ -309,7 +339,8 @@ def _delete_pod(host: Controller | Compute, service: str | None, fid: str) -> Fa
         raise ConfigError(f"delete-pod needs --service naming a service of {host.name} "
                           "that runs in a k8s:// pod")
     return Fault(fid, "delete-pod", host.name, service,
-                 [Step(url, f"delete the pod behind {url}", f"{service} pod on {host.name} "
+                 [Step(url, f"delete the pod behind {url} (a clean restart: SIGTERM and the "
+                       "pod's grace period, not a crash)", f"{service} pod on {host.name} "
                        "is deleted", action=Action.DELETE_POD)],
                  [Step(url, f"wait for a Ready pod behind {url}", f"a new {service} pod on "
                        f"{host.name} is Ready", action=Action.AWAIT_READY, timeout=300)],

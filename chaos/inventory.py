@@ -270,9 +270,6 @@ class Cluster(Model):
     def _platform_says_what(self) -> Cluster:
         if self.recovered_by == "platform" and self.platform is None:
             raise ValueError("recovered_by: platform needs platform (which one recovers)")
-        if self.platform == "openstack-helm" and self.state_configmap is None:
-            raise ValueError("platform openstack-helm needs state_configmap "
-                             "(<release>-mariadb-state)")
         return self
 
 
@@ -310,7 +307,11 @@ class Site(Model):
     def _known_services(cls, value: dict[str, Cluster]) -> dict[str, Cluster]:
         from chaos.services import SERVICES  # the table's modules read this one
 
-        for name in value:
+        for name, cluster in value.items():
+            if name == "galera" and cluster.platform == "openstack-helm" \
+                    and cluster.state_configmap is None:
+                raise ValueError("galera: platform openstack-helm needs state_configmap "
+                                 "(<release>-mariadb-state)")
             if name not in SERVICES:
                 raise ValueError(f"{name}: not a service (services: {', '.join(SERVICES)})")
             if not SERVICES[name].quorum:

@@ -140,6 +140,9 @@ class ProcessService:
     quorum = False
     ports: str | None = None
     kinds: frozenset[str] = frozenset({"kill", "stop", "freeze"})
+    # its process's name in a node's process table (``comm``), which a crash of its pod
+    # kills from the node; None: no crash from the node
+    command_name: str | None = None
 
     def section(self, host: Controller | Compute) -> Section | None:
         raise NotImplementedError

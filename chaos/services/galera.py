@@ -332,6 +332,7 @@ class Galera(ProcessService):
     quorum = True
     # group communication, IST and SST: cut, the node leaves the component; SQL stays
     ports = "4567,4568,4444"
+    command_name = "mariadbd"
     kinds = frozenset({"kill", "stop", "freeze", "wipe", "fill-disk", "partition",
                        "power-off", "delete-pod", "drain"})
 

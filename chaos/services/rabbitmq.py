@@ -404,6 +404,7 @@ class RabbitMQ(ProcessService):
     quorum = True
     # Erlang distribution and epmd: cut, the node is partitioned; AMQP stays
     ports = "25672,4369"
+    command_name = "beam.smp"
     kinds = frozenset({"kill", "stop", "freeze", "wipe", "fill-disk", "partition",
                        "power-off", "delete-pod", "drain"})
 

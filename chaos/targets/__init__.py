@@ -126,7 +126,11 @@ def for_url(url: str, site: Site | None = None) -> Target:
 
         if site is None:
             raise ConfigError(f"{url}: a k8s target needs the site's inventory")
-        return cls(url, api=api_client(site.kubernetes))  # type: ignore[call-arg]
+        def node_shell(node: str) -> Target:
+            return host_target(site, node, need=f"send a crash to a process of {url}")
+
+        return cls(url, api=api_client(site.kubernetes),  # type: ignore[call-arg]
+                   node_shell=node_shell)
     if scheme == "galera":
         from chaos.inventory import Controller
         from chaos.targets.sql import parse_node

@@ -20,6 +20,9 @@ class Action(StrEnum):
     AWAIT_READY = "await-ready"
     DRAIN_NODE = "drain-node"
     UNCORDON_NODE = "uncordon-node"
+    # SIGKILL a process of the pod's container from its node's PID namespace: a crash,
+    # even of a container's PID 1 (which ignores a SIGKILL sent from inside its pod)
+    CRASH = "crash"
 
 
 class TargetError(HarnessError):

@@ -10,7 +10,9 @@ Every API call carries a request timeout.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +21,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from chaos.errors import ConfigError, ProbeTimeout
-from chaos.targets.base import Action, CommandResult, Target, TargetError, TargetUnreachable
+from chaos.targets.base import (
+    Action,
+    CommandResult,
+    Target,
+    TargetError,
+    TargetUnreachable,
+    quote,
+)
 
 REQUEST_TIMEOUT = 10.0
 MAX_WATCH_STREAMS = 50
@@ -73,8 +82,12 @@ def api_client(kube: Any) -> client.ApiClient:
 class K8sTarget(Target):
     scheme = "k8s"
 
-    def __init__(self, url: str, *, api: client.ApiClient) -> None:
+    def __init__(self, url: str, *, api: client.ApiClient,
+                 node_shell: Callable[[str], Target] | None = None) -> None:
         super().__init__(url)
+        # a shell on a node of the cluster, by node name (the site's host of that name,
+        # through its access): where a crash is sent from
+        self.node_shell = node_shell
         self.namespace, self.pod_name, self.container, self.selector = parse(url)
         self.api = api
         self.core = client.CoreV1Api(api)
@@ -178,7 +191,40 @@ class K8sTarget(Target):
                 resp.close()
         return CommandResult(self.url, command, int(code or 0), "".join(out), "".join(err))
 
-    def act(self, action: Action, *, timeout: float = 60.0) -> CommandResult:
+    def crash(self, process: str, *, timeout: float = 30.0) -> CommandResult:
+        """SIGKILL every ``process`` (its name in the process table) of this target's
+        container, from the PID namespace of the node the pod runs on: the container's
+        ID (from the pod's status) is in each of its processes' cgroup paths, whatever
+        the runtime. A container's PID 1 ignores a SIGKILL sent from inside its pod;
+        from the node it dies like any process."""
+        if self.node_shell is None:
+            raise ConfigError(f"{self.url}: a crash is sent from the pod's node: the site "
+                              "gives no way to its nodes")
+        pod = self.pod()
+        statuses = pod.status.container_statuses or []
+        wanted = [s for s in statuses if self.container in (None, s.name)]
+        if not wanted or not wanted[0].container_id:
+            raise TargetError(f"{self.url}: pod {pod.metadata.name} has no running container "
+                              f"{self.container or ''}".rstrip())
+        container_id = wanted[0].container_id.split("://", 1)[-1]
+        if not re.fullmatch(r"[0-9a-f]{12,64}", container_id):
+            raise TargetError(f"{self.url}: unexpected container ID {container_id!r}")
+        shell = self.node_shell(str(pod.spec.node_name))
+        command = quote(
+            "found=; for d in /proc/[0-9]*; do grep -qs %s \"$d/cgroup\" || continue; "
+            "[ \"$(cat \"$d/comm\" 2>/dev/null)\" = %s ] || continue; "
+            "kill -s KILL \"${d#/proc/}\" && found=\"$found ${d#/proc/}\"; done; "
+            "[ -n \"$found\" ] && echo \"killed$found\"", container_id, process)
+        result = shell.run(command, timeout=timeout)
+        if not result.ok:
+            raise TargetError(f"{self.url}: no {process} process of container "
+                              f"{container_id[:12]} on node {pod.spec.node_name}")
+        where = f"{pod.metadata.name} on {pod.spec.node_name}"
+        return CommandResult(self.url, f"crash {process}", 0,
+                             f"{where}: {result.stdout.strip()}", "")
+
+    def act(self, action: Action, *, timeout: float = 60.0,
+            process: str | None = None) -> CommandResult:
         """The API actions a Step can name: delete the pod, await a pod of this target
         Running and Ready again (as its controller recreates it), drain or uncordon the
         node of this target's pod."""
@@ -193,6 +239,10 @@ class K8sTarget(Target):
             evicted = self.drain(node)
             return CommandResult(self.url, str(action), 0,
                                  f"{node}: evicted {', '.join(evicted)}", "")
+        if action is Action.CRASH:
+            if process is None:
+                raise ConfigError(f"{self.url}: a crash names the process to kill")
+            return self.crash(process, timeout=timeout)
         if action is Action.UNCORDON_NODE:
             node = self.node_name()
             self.cordon(node, on=False)

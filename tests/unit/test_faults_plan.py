@@ -12,6 +12,7 @@ from chaos import inventory
 from chaos.errors import ConfigError, FaultError
 from chaos.faults import Fault, check_blast_radius, open_on_site, plan
 from chaos.ledger import Ledger
+from chaos.targets.base import Action
 from tests.unit.test_inventory import VALID
 
 
@@ -194,3 +195,67 @@ def test_blast_radius_counts_only_faults_open_on_the_same_site(tmp_path: Any) ->
     assert len(same_site) == 2
     with pytest.raises(FaultError, match="3 of 3 galera"):
         check_blast_radius(s, same_site, third)
+
+
+def pod_site(*, platform: bool, access: str | None = "local") -> inventory.Site:
+    """Galera in pods (openstack-helm's StatefulSet), its cluster recovered by the
+    platform or by the harness."""
+    data: dict[str, Any] = {
+        "name": "osh", "kind": "kubernetes",
+        "credentials": {"db": {"user": "root", "password": {"env": "P"}},
+                        "rabbitmq": {"user": "u", "password": {"env": "P"}},
+                        "erlang_cookie": {"env": "C"}},
+        "kubernetes": {"kubeconfig": "/tmp/kubeconfig"},
+        "controllers": [
+            {"name": f"ctl{i}", "address": f"127.0.1.1{i}",
+             **({"access": access} if access else {}),
+             "galera": {"target": f"k8s://openstack/mariadb-server-{i - 1}?container=mariadb",
+                        "datadir": "/var/lib/mysql", "reach": "port-forward",
+                        **({} if platform else {"pidfile": "/run/mysqld/mysqld.pid",
+                                                "start": "start-mariadb"})}}
+            for i in (1, 2, 3)],
+    }
+    if platform:
+        data["clusters"] = {"galera": {"recovered_by": "platform", "platform": "openstack-helm",
+                                       "state_configmap": "mariadb-mariadb-state",
+                                       "deadline_seconds": 420}}
+    return inventory.parse(data)
+
+
+def test_a_pod_is_crashed_from_its_node_and_the_platform_brings_it_back() -> None:
+    fault = plan(pod_site(platform=True), "kill", "ctl2", "galera")
+    (kill,), (back,) = fault.inject, fault.revert
+    assert kill.action is Action.CRASH and kill.process == "mariadbd"
+    assert kill.target == "k8s://openstack/mariadb-server-1?container=mariadb"
+    assert "node's PID namespace" in kill.command
+    # the harness starts nothing: it waits for the platform, up to the cluster's deadline
+    assert back.action is Action.AWAIT_READY and back.timeout == 420
+
+
+def test_a_crashed_pod_of_a_harness_cluster_is_started_by_the_harness() -> None:
+    fault = plan(pod_site(platform=False), "kill", "ctl1", "galera")
+    assert fault.inject[0].action is Action.CRASH
+    assert fault.revert[0].action is None and "start-mariadb" in fault.revert[0].command
+
+
+def test_power_off_crashes_every_pod_of_the_host() -> None:
+    fault = plan(pod_site(platform=True), "power-off", "ctl1")
+    assert [s.action for s in fault.inject] == [Action.CRASH]
+    assert fault.down == {"galera": ["ctl1"]}
+
+
+def test_a_platform_pod_with_no_way_to_its_node_cannot_be_crashed() -> None:
+    with pytest.raises(ConfigError, match=r"ctl1.galera: a crash of its pod is sent from "
+                                          r"the node: give host ctl1 an access"):
+        plan(pod_site(platform=True, access=None), "kill", "ctl1", "galera")
+
+
+def test_delete_pod_says_it_is_a_clean_restart() -> None:
+    fault = plan(pod_site(platform=True), "delete-pod", "ctl1", "galera")
+    assert "a clean restart" in fault.inject[0].command and "not a crash" in fault.inject[0].command
+
+
+def test_a_crash_step_survives_the_ledger() -> None:
+    fault = plan(pod_site(platform=True), "kill", "ctl3", "galera")
+    again = Fault.from_json(fault.to_json())
+    assert again.inject[0].process == "mariadbd" and again.inject[0].action is Action.CRASH
