@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import secrets as _secrets
+import shutil
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -344,12 +345,23 @@ class KubeLab:
         controllers = [n.name for n in self.controllers]
         volumes = self.root / "volumes"
         s = self.secrets
+        from chaoslab.galera import PROVIDER_OPTIONS
+
+        start_script = (Path(__file__).parent / "pods" / "osh_mariadb_start.py").read_text()
         objects = [osh.storage_class(), *osh.rabbitmq_objects(
             nodes=controllers, volumes=volumes, address=address, gateway=podnet.GATEWAY,
-            user=s.rabbit_user, password=s.rabbit_password, cookie=s.erlang_cookie)]
+            user=s.rabbit_user, password=s.rabbit_password, cookie=s.erlang_cookie),
+            *osh.mariadb_objects(
+                nodes=controllers, volumes=volumes, address=address, gateway=podnet.GATEWAY,
+                start_script=start_script, admin_user=s.db_user, admin_password=s.db_password,
+                provider_options="; ".join(PROVIDER_OPTIONS))]
         for obj in objects:
             if obj["kind"] == "PersistentVolume":
-                Path(obj["spec"]["local"]["path"]).mkdir(parents=True, exist_ok=True)
+                path = Path(obj["spec"]["local"]["path"])
+                path.mkdir(parents=True, exist_ok=True)
+                if obj["metadata"]["name"].startswith("mysql-data"):
+                    # mariadbd drops to the mysql user, as on the process lab
+                    shutil.chown(path, "mysql", "mysql")
         osh.apply(self.api(), objects)
         compute = self.compute()
         for h in compute.hosts:
@@ -358,6 +370,7 @@ class KubeLab:
                 h.name, image=BASE_IMAGE, scripts=self.scripts, home=compute.node_home(h.name),
                 cgroup=compute.cgroup_name(h.name), uri=compute.libvirt_uri(h.name)), h.name))
         self._wait_statefulset(osh.RABBIT_STS, timeout=150)
+        self._wait_statefulset(osh.MARIADB_STS, timeout=240)
         for h in compute.hosts:
             self._wait_daemonset(f"libvirt-libvirt-{h.name}", timeout=120)
             compute.start_domains(h.name)

@@ -369,3 +369,140 @@ def apply(api: Any, objects: list[dict[str, Any]]) -> None:
         create = getattr(getattr(client, cls)(api), method)
         args = (NAMESPACE, obj) if namespaced else (obj,)
         create(*args, _request_timeout=10)
+
+
+# -- MariaDB ------------------------------------------------------------------------------
+
+MARIADB_SA = "mariadb"
+MARIADB_PORTS = {"mysql": 3306, "wsrep": 4567, "ist": 4568, "sst": 4444}
+
+# my.cnf after the chart's (templates/etc/_my.cnf.tpl, _00-base.cnf.tpl,
+# _20-override.cnf.tpl), with the lab's departures: rsync SST (mariabackup is not
+# installed), a small buffer pool, and the process lab's faster failure detector
+MARIADB_CNF = """\
+# my.cnf of the lab's openstack-helm shape (chaoslab.osh)
+[mysqld]
+datadir = /var/lib/mysql
+basedir = /usr
+user = mysql
+socket = /var/run/mysqld/mysqld.sock
+bind_address = 0.0.0.0
+port = 3306
+skip_name_resolve = 1
+binlog_format = ROW
+default_storage_engine = InnoDB
+innodb_autoinc_lock_mode = 2
+# the chart's value: each commit reaches the OS at once, the disk within a second
+innodb_flush_log_at_trx_commit = 2
+innodb_buffer_pool_size = 32M
+innodb_log_file_size = 16M
+performance_schema = OFF
+max_connections = 200
+wsrep_on = 1
+wsrep_provider = /usr/lib/galera/libgalera_smm.so
+wsrep_cluster_name = openstack
+wsrep_sst_method = rsync
+wsrep_slave_threads = 2
+wsrep_provider_options = "gmcast.listen_addr=tcp://0.0.0.0:4567; {provider}"
+
+[client]
+socket = /var/run/mysqld/mysqld.sock
+
+!includedir /etc/mysql/conf.d/
+"""
+
+
+def mariadb_objects(*, nodes: list[str], volumes: Path, address: dict[str, str],
+                    gateway: str, start_script: str, admin_user: str, admin_password: str,
+                    provider_options: str, update_period: float | None = None,
+                    default_sleep: float | None = None) -> list[dict[str, Any]]:
+    """The ``mariadb-server`` StatefulSet and what it needs: its RBAC (the state
+    ConfigMap and the endpoints of its Services), its secrets, my.cnf, the start script
+    as the chart ships it (a ConfigMap at /tmp/start.py), the discovery and direct
+    Services, and local volumes."""
+    pod_labels = labels("mariadb", "server", MARIADB_RELEASE)
+    host_volumes, host_mounts = _host_mounts()
+    secret_env = [
+        {"name": "MYSQL_DBADMIN_PASSWORD", "valueFrom": {"secretKeyRef": {
+            "name": "mariadb-dbadmin-password", "key": "MYSQL_DBADMIN_PASSWORD"}}},
+        {"name": "MYSQL_DBSST_PASSWORD", "valueFrom": {"secretKeyRef": {
+            "name": "mariadb-dbsst-password", "key": "MYSQL_DBSST_PASSWORD"}}},
+    ]
+    timings = []
+    if update_period is not None:
+        timings.append({"name": "OSH_STATE_UPDATE_PERIOD", "value": str(update_period)})
+    if default_sleep is not None:
+        timings.append({"name": "OSH_DEFAULT_SLEEP", "value": str(default_sleep)})
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": MARIADB_SA,
+        "affinity": _anti_affinity(pod_labels),
+        "nodeSelector": {"openstack-control-plane": "enabled"},
+        "hostAliases": host_aliases(address, gateway),
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "containers": [{
+            "name": "mariadb", "image": "chaos/base:lab", "imagePullPolicy": "Never",
+            "command": ["/usr/bin/python3", "/tmp/start.py"],
+            "env": [
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_NAMESPACE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "MARIADB_REPLICAS", "value": str(REPLICAS)},
+                {"name": "POD_NAME_PREFIX", "value": MARIADB_STS},
+                {"name": "DISCOVERY_DOMAIN",
+                 "value": f"{MARIADB_DISCOVERY}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}"},
+                {"name": "DIRECT_SVC_NAME", "value": MARIADB_STS},
+                {"name": "WSREP_PORT", "value": str(MARIADB_PORTS["wsrep"])},
+                {"name": "STATE_CONFIGMAP", "value": STATE_CONFIGMAP},
+                {"name": "MYSQL_DBADMIN_USERNAME", "value": admin_user},
+                {"name": "MYSQL_DBSST_USERNAME", "value": "sst"},
+                *secret_env, *timings, *_api_env(gateway),
+            ],
+            "ports": [{"name": k, "containerPort": v} for k, v in MARIADB_PORTS.items()],
+            "readinessProbe": {"exec": {"command": ["/usr/bin/python3", "/tmp/start.py",
+                                                    "readiness"]},
+                               "initialDelaySeconds": 10, "periodSeconds": 10,
+                               "timeoutSeconds": 15, "failureThreshold": 3},
+            "volumeMounts": [
+                *host_mounts,
+                {"name": "pod-tmp", "mountPath": "/tmp"},
+                {"name": "var-run", "mountPath": "/var/run/mysqld"},
+                {"name": "mycnfd", "mountPath": "/etc/mysql/conf.d"},
+                {"name": "mariadb-etc", "mountPath": "/etc/mysql/my.cnf",
+                 "subPath": "my.cnf", "readOnly": True},
+                {"name": "mariadb-bin", "mountPath": "/tmp/start.py", "subPath": "start.py",
+                 "readOnly": True},
+                {"name": "mysql-data", "mountPath": "/var/lib/mysql"},
+            ],
+        }],
+        "volumes": [
+            *host_volumes,
+            {"name": "pod-tmp", "emptyDir": {}},
+            {"name": "var-run", "emptyDir": {}},
+            {"name": "mycnfd", "emptyDir": {}},
+            {"name": "mariadb-bin", "configMap": {"name": "mariadb-bin", "defaultMode": 0o555}},
+            {"name": "mariadb-etc", "configMap": {"name": "mariadb-etc", "defaultMode": 0o444}},
+        ],
+    }
+    return [
+        *rbac(MARIADB_SA, [
+            {"apiGroups": [""], "resources": ["configmaps"],
+             "verbs": ["get", "list", "create", "update", "patch"]},
+            {"apiGroups": [""], "resources": ["endpoints", "pods", "services"],
+             "verbs": ["get", "list"]}]),
+        secret("mariadb-dbadmin-password", {"MYSQL_DBADMIN_PASSWORD": admin_password}),
+        secret("mariadb-dbsst-password", {"MYSQL_DBSST_PASSWORD": _sst_password(admin_password)}),
+        configmap("mariadb-bin", {"start.py": start_script}),
+        configmap("mariadb-etc", {"my.cnf": MARIADB_CNF.format(provider=provider_options)}),
+        service(MARIADB_DISCOVERY, pod_labels, MARIADB_PORTS, publish_not_ready=True),
+        service(MARIADB_STS, pod_labels, {"mysql": MARIADB_PORTS["mysql"]}),
+        *local_volumes("mysql-data", MARIADB_STS, nodes, volumes, "5Gi"),
+        statefulset(MARIADB_STS, MARIADB_DISCOVERY, pod_labels, pod_spec, "mysql-data", "5Gi"),
+    ]
+
+
+def _sst_password(admin_password: str) -> str:
+    """The SST account's password, derived (it never leaves the pods)."""
+    import hashlib
+
+    return hashlib.sha256(f"sst:{admin_password}".encode()).hexdigest()[:24]
