@@ -270,9 +270,6 @@ class Cluster(Model):
     def _platform_says_what(self) -> Cluster:
         if self.recovered_by == "platform" and self.platform is None:
             raise ValueError("recovered_by: platform needs platform (which one recovers)")
-        if self.platform == "openstack-helm" and self.state_configmap is None:
-            raise ValueError("platform openstack-helm needs state_configmap "
-                             "(<release>-mariadb-state)")
         return self
 
 
@@ -315,6 +312,13 @@ class Site(Model):
                 raise ValueError(f"{name}: not a service (services: {', '.join(SERVICES)})")
             if not SERVICES[name].quorum:
                 raise ValueError(f"{name}: not a cluster")
+        # openstack-helm keeps MariaDB's cluster state in a ConfigMap (its RabbitMQ has
+        # none: that cluster's recovery is watched through its pods alone)
+        galera = value.get("galera")
+        if galera is not None and galera.platform == "openstack-helm" \
+                and galera.state_configmap is None:
+            raise ValueError("galera: platform openstack-helm needs state_configmap "
+                             "(<release>-mariadb-state)")
         return value
 
     def cluster(self, service: str) -> Cluster:
