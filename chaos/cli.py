@@ -83,7 +83,10 @@ def _discover(args: argparse.Namespace) -> int:
                            + (f" (context {args.context})" if args.context else "")
                            + f", {scope}")
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"{args.output}: cannot write: {exc.strerror}") from None
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

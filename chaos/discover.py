@@ -852,6 +852,10 @@ class _Classifier:
                 continue
             if any(f.subject.startswith(_ref(kind, w)) for f in self.findings):
                 continue  # already said why
+            helper = _helper(w)
+            if helper is not None:
+                self.say("ignored", _ref(kind, w), f"{helper}: not a member of a cluster")
+                continue
             self.say("not classified", _ref(kind, w), f"looks like {what} ({_evidence(w)}) "
                      "but matches no known pattern: " + _patterns_for(what))
         for pod in self.snap.pods:
@@ -876,6 +880,16 @@ def _looks_like(obj: Obj) -> str | None:
     for what, needles in LOOKS_LIKE.items():
         if any(n in words for n in needles):
             return what
+    return None
+
+
+def _helper(obj: Obj) -> str | None:
+    """An operator or a metrics exporter beside a cluster (by its name or labels)."""
+    words = " ".join([_name(obj), *_all_labels(obj).values()]).lower()
+    if "operator" in words:
+        return "an operator (it manages clusters, it is none)"
+    if "exporter" in words:
+        return "a metrics exporter"
     return None
 
 

@@ -461,11 +461,18 @@ def test_lookalikes_are_reported_with_reasons() -> None:
             "spec": {"nodeName": "ctl1", "containers": [{"name": "r",
                                                          "image": "rabbitmq:3"}]},
             "status": {"phase": "Running"}}
+    operator = workload("Deployment", "rabbitmq-cluster-operator", {
+        "app.kubernetes.io/name": "rabbitmq-cluster-operator"}, {
+        "containers": [{"name": "operator", "image": "rabbitmqoperator/cluster-operator"}]},
+        ns="apps")
+    exporter = workload("Deployment", "prometheus-mysql-exporter", {
+        "application": "prometheus-mysql-exporter", "component": "exporter"}, {
+        "containers": [{"name": "exporter", "image": "prom/mysqld-exporter"}]})
     web = workload("Deployment", "web", {"app": "web"}, {
         "containers": [{"name": "nginx", "image": "nginx"}]}, ns="apps")
     found = classify(Snapshot(
         nodes=snap.nodes, pods=[*snap.pods, bare], statefulsets=[*snap.statefulsets, pxc],
-        deployments=[legacy, unpinned, web], daemonsets=snap.daemonsets,
+        deployments=[legacy, unpinned, web, operator, exporter], daemonsets=snap.daemonsets,
         configmaps=snap.configmaps), Options(kubeconfig="/k"))
     assert says(found, "not classified", "Deployment apps/legacy-db", "a database",
                 "image mysql:8.0", "application=mariadb,component=server")
@@ -475,6 +482,8 @@ def test_lookalikes_are_reported_with_reasons() -> None:
     assert says(found, "not classified", "pod apps/debug-rabbit", "a message broker",
                 "no owner")
     assert not [line for line in found.lines() if "apps/web" in line]
+    assert says(found, "ignored", "apps/rabbitmq-cluster-operator", "an operator")
+    assert says(found, "ignored", "openstack/prometheus-mysql-exporter", "exporter")
     parsed(found)  # the rest still makes a valid inventory
 
 
