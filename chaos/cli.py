@@ -274,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("action", choices=["up", "down", "status", "env"])
     lab.add_argument("--kube", action="store_true",
                      help="with up: the Kubernetes tier too (built from Debian's source once)")
+    lab.add_argument("--platform", choices=["seed", "openstack-helm"],
+                     help="with up --kube: the topology the tier runs: the seed's (a "
+                          "Deployment per node, host networking; the default) or "
+                          "openstack-helm's (StatefulSets on a pod network, recovery the "
+                          "platform owns)")
     lab.add_argument("--openstack", action="store_true",
                      help="with up: OpenStack's services on the lab's (so far keystone, "
                           "from OpenStack's releases on PyPI, in a venv of its own)")

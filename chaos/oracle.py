@@ -19,6 +19,7 @@ consumed at least once; redelivered copies are reported, not failed).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -32,9 +33,18 @@ CONFIRM_TIMEOUT = 5.0
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A member's client port: its host's address, or, for a pod the harness has no
+    route to (inventory ``reach: port-forward``), a local address that the API server
+    relays (``forward``, called when a client connects: never in a rehearsal)."""
+
     name: str
     host: str
     port: int
+    forward: Callable[[], tuple[str, int]] | None = field(default=None, compare=False,
+                                                          repr=False)
+
+    def address(self) -> tuple[str, int]:
+        return self.forward() if self.forward is not None else (self.host, self.port)
 
 
 @dataclass

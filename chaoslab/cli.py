@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from chaos.errors import EXIT_OK, EXIT_VERDICT
+from chaos.errors import EXIT_OK, EXIT_VERDICT, ConfigError
 from chaoslab.fleet import FleetSize
 from chaoslab.lab import Lab
 
@@ -22,7 +22,11 @@ def run(args: argparse.Namespace) -> int:
         if args.computes is not None or args.vms is not None:
             fleet = FleetSize(args.computes if args.computes is not None else 3,
                               args.vms if args.vms is not None else 1)
-        result = lab.up(kube=args.kube, fleet=fleet, openstack=args.openstack)
+        platform = getattr(args, "platform", None)
+        if platform is not None and not args.kube:
+            raise ConfigError("--platform goes with --kube (the Kubernetes tier's topology)")
+        result = lab.up(kube=args.kube, fleet=fleet, openstack=args.openstack,
+                        platform=platform or "seed")
         if result.already_up:
             # up on a lab that runs: nothing is started, but what is unhealthy is said,
             # with what brings it back
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"openstack: keystone at {lab.keystone().auth_url} "
                   "(eval \"$(chaos lab env)\" for the openstack client)")
         if lab.kube_enabled():
-            print(f"kubernetes tier: inventory {lab.kube_inventory_file}, "
+            print(f"kubernetes tier ({lab.kube().platform}): inventory {lab.kube_inventory_file}, "
                   f"kubeconfig {lab.kube().kubeconfig}")
         return EXIT_OK
     if args.action == "down":

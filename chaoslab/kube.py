@@ -38,8 +38,9 @@ from subprocess import CompletedProcess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chaoslab.compute import ComputeLab
+    from chaoslab.compute import ComputeHost, ComputeLab
     from chaoslab.galera import GaleraLab
+    from chaoslab.podnet import PodNet
     from chaoslab.rabbitmq import RabbitLab
 
 from chaos.errors import LabError, ServiceError
@@ -62,6 +63,7 @@ PAUSE_IMAGE = "chaos/pause:lab"
 BASE_IMAGE = "chaos/base:lab"
 EPMD_PORT = 4370  # the kube tier's RabbitMQ nodes' own epmd
 UP_TIMEOUT = 180.0
+PLATFORMS = ("seed", "openstack-helm")
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,13 @@ class KubeLab:
     name = "kube"
 
     def __init__(self, root: Path, secrets: LabSecrets, *, cgroup_prefix: str = "chaos-lab",
-                 nodes: list[KubeNode] | None = None) -> None:
+                 nodes: list[KubeNode] | None = None, platform: str = "seed") -> None:
+        if platform not in PLATFORMS:
+            raise LabError(f"unknown platform {platform!r} (platforms: {', '.join(PLATFORMS)})")
         self.root = root
+        # which topology the tier runs: the seed's (a Deployment per node, host
+        # networking) or openstack-helm's (StatefulSets on a pod network; chaoslab.osh)
+        self.platform = platform
         self.secrets = secrets
         # cgroup names are machine-wide: each lab root has its own (see Lab.cgroup_prefix)
         self.cgroup_prefix = cgroup_prefix
@@ -202,6 +209,17 @@ class KubeLab:
     @property
     def scripts(self) -> Path:
         return self.root / "scripts"
+
+    def podnet(self) -> PodNet:
+        """The pod network of the openstack-helm shape (its own network namespace)."""
+        from chaoslab.podnet import PodNet
+
+        return PodNet(self.root / "podnet", netns=f"{self.cgroup_prefix}-podnet",
+                      api_address=API_ADDRESS, api_port=API_PORT)
+
+    @property
+    def pod_network(self) -> bool:
+        return self.platform == "openstack-helm"
 
     # -- paths --------------------------------------------------------------------
 
@@ -263,6 +281,8 @@ class KubeLab:
             for port in (KUBELET_PORT, KUBELET_HEALTHZ_PORT):
                 if procs.port_in_use(node.address, port):
                     problems.append(f"kube: {node.address}:{port} already in use")
+        if self.pod_network:
+            problems += self.podnet().preflight()
         problems += [f"kube {p}" for p in self.galera().preflight()]
         problems += [f"kube {p}" for p in self.rabbit().preflight()]
         return problems
@@ -278,6 +298,12 @@ class KubeLab:
         self._write_pki()
         self._start_etcd(register)
         self._start_apiserver(register)
+        if self.pod_network:
+            from chaoslab import osh
+
+            net = self.podnet()
+            net.reserve(osh.address_plan())
+            self._daemons += net.up(register)
         for node in self.nodes:
             self._start_dockerd(node, register)
         self._start_controllers(register)
@@ -288,6 +314,9 @@ class KubeLab:
         self._wait_nodes_ready()
         kubetopology.write_scripts(self.scripts)
         kubetopology.create_namespace(self.api())
+        if self.platform == "openstack-helm":
+            self._deploy_osh()
+            return
         self._deploy_rabbitmq(register)  # boots while Galera's pods come up one by one
         self._deploy_compute()
         self._deploy_galera(register)
@@ -303,6 +332,50 @@ class KubeLab:
             self._api = config.new_client_from_config(  # type: ignore[no-untyped-call]
                 config_file=str(self.kubeconfig))
         return self._api
+
+    def _deploy_osh(self) -> None:
+        """openstack-helm's shape (chaoslab.osh): its StatefulSets on the pod network,
+        the libvirt and nova-compute DaemonSets on the computes."""
+        from chaoslab import osh, podnet
+
+        net = self.podnet()
+        address = {key.split("/", 1)[1]: net.address(octet)
+                   for key, octet in osh.address_plan().items()}
+        controllers = [n.name for n in self.controllers]
+        volumes = self.root / "volumes"
+        s = self.secrets
+        objects = [osh.storage_class(), *osh.rabbitmq_objects(
+            nodes=controllers, volumes=volumes, address=address, gateway=podnet.GATEWAY,
+            user=s.rabbit_user, password=s.rabbit_password, cookie=s.erlang_cookie)]
+        for obj in objects:
+            if obj["kind"] == "PersistentVolume":
+                Path(obj["spec"]["local"]["path"]).mkdir(parents=True, exist_ok=True)
+        osh.apply(self.api(), objects)
+        compute = self.compute()
+        for h in compute.hosts:
+            self._prepare_compute_home(h)
+            osh.apply(self.api(), osh.compute_objects(kubetopology.compute_objects(
+                h.name, image=BASE_IMAGE, scripts=self.scripts, home=compute.node_home(h.name),
+                cgroup=compute.cgroup_name(h.name), uri=compute.libvirt_uri(h.name)), h.name))
+        self._wait_statefulset(osh.RABBIT_STS, timeout=150)
+        for h in compute.hosts:
+            self._wait_daemonset(f"libvirt-libvirt-{h.name}", timeout=120)
+            compute.start_domains(h.name)
+            compute.save_capabilities(h.name)
+            self._wait_daemonset(f"nova-compute-{h.name}", timeout=60)
+
+    def _wait_statefulset(self, name: str, *, timeout: float) -> None:
+        from kubernetes import client
+
+        apps: Any = client.AppsV1Api(self.api())
+
+        def ready() -> tuple[bool, object]:
+            sts = apps.read_namespaced_stateful_set(name, kubetopology.NAMESPACE,
+                                                    _request_timeout=5)
+            have = int(sts.status.ready_replicas or 0)
+            return have >= int(sts.spec.replicas), f"{have}/{sts.spec.replicas} ready"
+
+        self._wait(ready, what=f"statefulset {name} ready", timeout=timeout, interval=2)
 
     def _deploy_galera(self, register: Register) -> None:
         galera = self.galera()
@@ -354,14 +427,19 @@ class KubeLab:
         compute = self.compute()
         for h in compute.hosts:
             home = compute.node_home(h.name)
-            for sub in ("etc", "run", "lib", "cache", "tmp", "bin", "log/libvirt"):
-                (home / sub).mkdir(parents=True, exist_ok=True)
-            compute.write_config(h)
-            compute.ensure_cgroups(h.name)
-            compute.seed_capabilities(h.name)
+            self._prepare_compute_home(h)
             kubetopology.apply(self.api(), kubetopology.compute_objects(
                 h.name, image=BASE_IMAGE, scripts=self.scripts, home=home,
                 cgroup=compute.cgroup_name(h.name), uri=compute.libvirt_uri(h.name)))
+
+    def _prepare_compute_home(self, h: ComputeHost) -> None:
+        compute = self.compute()
+        home = compute.node_home(h.name)
+        for sub in ("etc", "run", "lib", "cache", "tmp", "bin", "log/libvirt"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        compute.write_config(h)
+        compute.ensure_cgroups(h.name)
+        compute.seed_capabilities(h.name)
 
     def _finish_compute(self) -> None:
         """libvirt answers, its VM runs (what nova would have started), nova's
@@ -396,6 +474,14 @@ class KubeLab:
         return {d.metadata.name: (int(d.status.available_replicas or 0), int(d.spec.replicas))
                 for d in listed.items}
 
+    def statefulset_states(self) -> dict[str, tuple[int, int]]:
+        from kubernetes import client
+
+        apps: Any = client.AppsV1Api(self.api())
+        listed = apps.list_namespaced_stateful_set(kubetopology.NAMESPACE, _request_timeout=5)
+        return {s.metadata.name: (int(s.status.ready_replicas or 0), int(s.spec.replicas))
+                for s in listed.items}
+
     def _wait_deployment(self, name: str, *, timeout: float) -> None:
         def available() -> tuple[bool, object]:
             ready, want = self.deployment_states().get(name, (0, 1))
@@ -420,7 +506,7 @@ class KubeLab:
             procs.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                        "-keyout", str(self.pki / "apiserver.key"), "-out", str(self.api_cert),
                        "-days", "3650", "-subj", "/CN=chaos-lab-apiserver",
-                       "-addext", f"subjectAltName=IP:{API_ADDRESS}"], timeout=30)
+                       "-addext", f"subjectAltName={self._api_names()}"], timeout=30)
         self.kubeconfig.touch(mode=0o600)
         self.kubeconfig.write_text(f"""apiVersion: v1
 kind: Config
@@ -438,6 +524,14 @@ contexts:
   context: {{cluster: chaos-lab, user: chaos-lab}}
 current-context: chaos-lab
 """)
+
+    def _api_names(self) -> str:
+        """The API server's names: its address, and for pods on the pod network the
+        relay at the network's gateway and the in-cluster names of the API."""
+        from chaoslab import osh, podnet
+
+        names = [f"IP:{API_ADDRESS}", f"IP:{podnet.GATEWAY}"]
+        return ",".join(names + [f"DNS:{n}" for n in osh.API_HOST_NAMES])
 
     def _spawn(self, register: Register, name: str, argv: list[str], *,
                pidfile: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
@@ -506,6 +600,8 @@ current-context: chaos-lab
         self._spawn(register, "kube-controller-manager", [
             str(self.bin / "kube-controller-manager"), *common, "--secure-port", "10257",
             "--service-account-private-key-file", str(self.pki / "sa.key"),
+            # service account tokens carry the API's CA (pods of the openstack-helm shape)
+            "--root-ca-file", str(self.api_cert),
             "--use-service-account-credentials=false", "--allocate-node-cidrs=false",
             # a quiet single-machine lab: notice a dead node in 20 s, not 40 s
             "--node-monitor-grace-period", "20s", "--pod-eviction-timeout", "30s",
@@ -578,7 +674,7 @@ current-context: chaos-lab
             "--container-runtime-endpoint", shim, "--image-service-endpoint", shim,
             "--experimental-dockershim-root-directory", str(home / "dockershim"),
             "--pod-infra-container-image", PAUSE_IMAGE,
-            "--node-labels", f"chaos.lab/role={node.role}",
+            "--node-labels", self._node_labels(node),
             "--cgroup-driver", "cgroupfs", "--cgroups-per-qos=false",
             "--enforce-node-allocatable=", "--eviction-hard=", "--fail-swap-on=false",
             "--image-gc-high-threshold", "100", "--image-gc-low-threshold", "99",
@@ -587,7 +683,14 @@ current-context: chaos-lab
             "--anonymous-auth=true", "--authorization-mode", "AlwaysAllow",
             "--node-status-update-frequency", "4s", "--sync-frequency", "10s",
             "--v", "1",
+            *(self.podnet().kubelet_args() if self.pod_network else []),
         ]  # fmt: skip
+
+    def _node_labels(self, node: KubeNode) -> str:
+        """The lab's role label, and the charts' node selector labels."""
+        chart = ("openstack-control-plane=enabled" if node.role == "controller"
+                 else "openstack-compute-node=enabled")
+        return f"chaos.lab/role={node.role},{chart}"
 
     def pod_logs(self, node: str) -> Path:
         """This kubelet's pod log directory (a lab patch; /var/log/pods otherwise)."""
@@ -652,8 +755,13 @@ current-context: chaos-lab
         for name, (ready, want) in sorted(deployments.items()):
             checks.append(Check(f"kube/deployment/{name}", ready >= want,
                                 f"{ready}/{want} available"))
-        checks += [Check(f"kube/{c.component}", c.ok, c.detail)
-                   for c in [*self.galera().status(), *self.rabbit().status()]]
+        if self.platform == "openstack-helm":
+            for name, (ready, want) in sorted(self.statefulset_states().items()):
+                checks.append(Check(f"kube/statefulset/{name}", ready >= want,
+                                    f"{ready}/{want} ready"))
+        else:
+            checks += [Check(f"kube/{c.component}", c.ok, c.detail)
+                       for c in [*self.galera().status(), *self.rabbit().status()]]
         compute = self.compute()
         for h in compute.hosts:
             try:
@@ -692,6 +800,7 @@ current-context: chaos-lab
         problems = [f"libvirt processes {left} survived SIGKILL"] if left else []
         problems += unmount_under(self.root)
         problems += remove_pod_logs()
+        problems += self.podnet().down()
         for hierarchy in cgroup_hierarchies():
             for kube_node in self.nodes:
                 problems += remove_cgroup_tree(hierarchy / self.cgroup_parent(kube_node.name))

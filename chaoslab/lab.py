@@ -75,10 +75,14 @@ class Lab:
         state = self.read_state()
         return bool(state and state.get("kube"))
 
-    def kube(self) -> KubeLab:
+    def kube(self, platform: str | None = None) -> KubeLab:
+        """The Kubernetes tier, running the topology it was brought up with (or
+        ``platform``'s, for an up)."""
         from chaoslab.kube import KubeLab
 
-        return KubeLab(self.root / "kube", self.secrets(), cgroup_prefix=self.cgroup_prefix())
+        state = self.read_state() or {}
+        return KubeLab(self.root / "kube", self.secrets(), cgroup_prefix=self.cgroup_prefix(),
+                       platform=platform or state.get("kube_platform") or "seed")
 
     def openstack_enabled(self) -> bool:
         state = self.read_state()
@@ -212,7 +216,7 @@ class Lab:
     # -- up / down / status -----------------------------------------------------------
 
     def up(self, *, kube: bool = False, fleet: FleetSize | None = None,
-           openstack: bool = False) -> UpResult:
+           openstack: bool = False, platform: str = "seed") -> UpResult:
         """Bring the lab up from nothing; with ``kube``, the Kubernetes tier too (added
         to a running lab when only it is missing); with ``fleet``, that many computes in
         all, the ones past the first three light (chaoslab.fleet); with ``openstack``,
@@ -249,10 +253,15 @@ class Lab:
                             + (f" ({have.vms} VM(s) each past the third)" if have else "")
                             + f"; for --computes {fleet.computes} --vms {fleet.vms}, run "
                             "'chaos lab down' first")
+                    running = state.get("kube_platform") or "seed"
+                    if kube and state.get("kube") and running != platform:
+                        raise ConfigError(
+                            f"the lab's Kubernetes tier runs the {running} topology; for "
+                            f"--platform {platform}, run 'chaos lab down' first")
                     added = False
                     if kube and not state.get("kube"):
                         self._state = state
-                        self._add_kube()
+                        self._add_kube(platform)
                         added = True
                     if openstack and not state.get("openstack"):
                         self._state = self.read_state() or state
@@ -303,14 +312,15 @@ class Lab:
                 # the process lab's RabbitMQ ctl2 once died at boot with
                 # schema_integrity_check_failed (cause not found: the failed up's logs
                 # went with its teardown); one after the other costs ~12 s and worked
-                self._add_kube()
+                self._add_kube(platform)
             if openstack:
                 self._add_openstack()
         return UpResult(False, time.monotonic() - start, self.inventory_file)
 
-    def _add_kube(self) -> None:
+    def _add_kube(self, platform: str) -> None:
         """The Kubernetes tier beside a running process lab; torn down again if it fails."""
-        self._add_tier(self.kube(), "kube", self.write_kube_inventory)
+        self._state["kube_platform"] = platform
+        self._add_tier(self.kube(platform), "kube", self.write_kube_inventory)
 
     def _add_openstack(self) -> None:
         """OpenStack's services on the running process lab's Galera (after it, as they
@@ -431,6 +441,8 @@ class Lab:
                            "up'; the same format a site's inventory uses")
 
     def write_kube_inventory(self) -> Path:
+        if self.kube().platform == "openstack-helm":
+            return self.kube_inventory_file  # TODO discovered
         return _write_yaml(self.kube_inventory_file, kube_inventory(self),
                            "# written by 'chaos lab up --kube': the lab's services as pods")
 

@@ -20,7 +20,7 @@ from chaos.targets import Where, host_target, where
 
 if TYPE_CHECKING:
     from chaos.inventory import Compute, Controller, Site
-    from chaos.oracle import Oracle
+    from chaos.oracle import Endpoint, Oracle
     from chaos.steps import Step
 
 __all__ = ["SERVICES", "Placement", "Process", "ProcessService", "Section", "Service", "Where",
@@ -233,6 +233,24 @@ class Registry(MutableMapping[str, "Service"]):
 
 
 SERVICES = Registry(_BUILTIN)
+
+
+def endpoint(site: Site, host: Controller, service: str, port: int) -> Endpoint:
+    """``port`` of ``service`` on ``host`` as a client reaches it: at the host's address,
+    or through the Kubernetes API to the service's pod (``reach: port-forward``)."""
+    from chaos.oracle import Endpoint
+
+    section = getattr(host, service)
+    if section is None or section.reach == "address":
+        return Endpoint(host.name, host.address, port)
+
+    def forwarded() -> tuple[str, int]:
+        from chaos.targets import for_url
+        from chaos.targets.portforward import forward
+
+        return forward(for_url(section.target, site), port)
+
+    return Endpoint(host.name, host.address, port, forwarded)
 
 
 def placement(service: str, host: Controller | Compute) -> Placement:

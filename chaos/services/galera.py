@@ -21,7 +21,7 @@ from chaos.fanout import ask_each
 from chaos.inventory import Controller
 from chaos.journal import Event
 from chaos.oracle import CONNECT_TIMEOUT, DB, IO_TIMEOUT, Endpoint, OpLedger
-from chaos.services import ProcessService, Section
+from chaos.services import ProcessService, Section, endpoint
 
 if TYPE_CHECKING:
     from chaos.inventory import Compute, Site
@@ -125,7 +125,8 @@ def view(site: Site, *, timeout: float = 3.0) -> GaleraView:
 
     def ask(c: Controller) -> GaleraState:
         assert c.galera is not None
-        return probe(c.address, c.galera.port, user, password, timeout=timeout)
+        return probe(*endpoint(site, c, "galera", c.galera.port).address(), user, password,
+                     timeout=timeout)
 
     # any failure to answer is an observation: the node's state is None, with the reason
     return GaleraView(*ask_each([c for c in site.controllers if c.galera], ask,
@@ -178,7 +179,8 @@ Conn = pymysql.connections.Connection
 
 def _connect(ep: Endpoint, user: str, password: str) -> Conn:
     refuse(f"connecting to Galera on {ep.name}")
-    return pymysql.connect(host=ep.host, port=ep.port, user=user, password=password,
+    host, port = ep.address()
+    return pymysql.connect(host=host, port=port, user=user, password=password,
                            connect_timeout=CONNECT_TIMEOUT, read_timeout=IO_TIMEOUT,
                            write_timeout=IO_TIMEOUT, autocommit=True)
 
@@ -191,7 +193,7 @@ class GaleraWriter:
 
     def __init__(self, site: Site, *, table: str = "writes", interval: float = 0.02,
                  max_ops: int = 5000, max_seconds: float = 600.0) -> None:
-        self.endpoints = [Endpoint(c.name, c.address, c.galera.port) for c in site.controllers
+        self.endpoints = [endpoint(site, c, "galera", c.galera.port) for c in site.controllers
                           if c.galera]
         self.user = site.credentials.db.user
         self._secret = site.credentials.db.password

@@ -27,7 +27,7 @@ from chaos.fanout import ask_each
 from chaos.inventory import Controller
 from chaos.journal import Event
 from chaos.oracle import CONFIRM_TIMEOUT, CONNECT_TIMEOUT, IO_TIMEOUT, Endpoint, OpLedger
-from chaos.services import ProcessService, Section
+from chaos.services import ProcessService, Section, endpoint
 
 if TYPE_CHECKING:
     from chaos.inventory import Compute, Site
@@ -172,7 +172,8 @@ def view(site: Site, *, timeout: float = 3.0, queues: bool = True) -> RabbitView
     def ask(c: Controller) -> RabbitState:
         if c.rabbitmq is None or c.rabbitmq.management_port is None:
             raise ConfigError("no management port in the inventory")
-        return probe(f"http://{c.address}:{c.rabbitmq.management_port}", user, password,
+        address, port = endpoint(site, c, "rabbitmq", c.rabbitmq.management_port).address()
+        return probe(f"http://{address}:{port}", user, password,
                      timeout=timeout, queues=queues)
 
     # a node that does not answer is an observation: its state is None, with the reason
@@ -225,7 +226,7 @@ class RabbitPublisher:
 
     def __init__(self, site: Site, *, queue: str | None = None, interval: float = 0.02,
                  max_ops: int = 5000, max_seconds: float = 600.0) -> None:
-        self.endpoints = [Endpoint(c.name, c.address, c.rabbitmq.amqp_port)
+        self.endpoints = [endpoint(site, c, "rabbitmq", c.rabbitmq.amqp_port)
                           for c in site.controllers if c.rabbitmq]
         self.user = site.credentials.rabbitmq.user
         self._secret = site.credentials.rabbitmq.password
@@ -252,8 +253,9 @@ class RabbitPublisher:
 
     def _params(self, ep: Endpoint) -> pika.ConnectionParameters:
         refuse(f"connecting to RabbitMQ on {ep.name}")
+        host, port = ep.address()
         return pika.ConnectionParameters(
-            host=ep.host, port=ep.port, credentials=pika.PlainCredentials(self.user, self.password),
+            host=host, port=port, credentials=pika.PlainCredentials(self.user, self.password),
             socket_timeout=CONNECT_TIMEOUT, blocked_connection_timeout=IO_TIMEOUT,
             stack_timeout=IO_TIMEOUT * 2, connection_attempts=1, heartbeat=5)
 

@@ -136,7 +136,10 @@ def for_url(url: str, site: Site | None = None) -> Target:
         host = site.host(parse_node(url))
         if not isinstance(host, Controller) or host.galera is None:
             raise ConfigError(f"{url}: host {host.name} runs no Galera node")
-        return cls(url, host=host.address, port=host.galera.port,  # type: ignore[call-arg]
+        from chaos.services import endpoint
+
+        return cls(url, address=endpoint(site, host, "galera",  # type: ignore[call-arg]
+                                          host.galera.port).address,
                    user=site.credentials.db.user,
                    password=site.credentials.db.password.reveal())
     return cls(url)

@@ -6,6 +6,7 @@ password stays in the inventory's secret reference, never in a command line or l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pymysql
@@ -23,14 +24,18 @@ def parse_node(url: str) -> str:
 class SqlTarget(Target):
     scheme = "galera"
 
-    def __init__(self, url: str, *, host: str, port: int, user: str, password: str) -> None:
+    def __init__(self, url: str, *, address: Callable[[], tuple[str, int]], user: str,
+                 password: str) -> None:
         super().__init__(url)
         self.node = parse_node(url)
-        self.host, self.port, self.user, self._password = host, port, user, password
+        # the node's client port, found when a command runs (a port-forward is opened
+        # then, never while a plan is only printed)
+        self.address, self.user, self._password = address, user, password
 
     def _run(self, command: str, timeout: float) -> CommandResult:
+        host, port = self.address()
         try:
-            conn = pymysql.connect(host=self.host, port=self.port, user=self.user,
+            conn = pymysql.connect(host=host, port=port, user=self.user,
                                    password=self._password, connect_timeout=min(timeout, 5.0),
                                    read_timeout=timeout, write_timeout=timeout, autocommit=True)
         except pymysql.MySQLError as exc:
