@@ -257,12 +257,22 @@ def _secret_volume(spec: Obj, container: Obj | None, path_end: str) -> str | Non
     """The Secret mounted where a path ends in ``path_end`` (an Erlang cookie file)."""
     volumes = {v.get("name"): v for v in spec.get("volumes") or []}
     for m in (container or {}).get("volumeMounts") or []:
+        secret = (volumes.get(m.get("name")) or {}).get("secret")
+        if not secret:
+            continue
         if str(m.get("mountPath", "")).endswith(path_end):
-            secret = (volumes.get(m.get("name")) or {}).get("secret")
-            if secret:
-                key = m.get("subPath")
-                return f"Secret {secret.get('secretName')}" + (f" key {key}" if key else "")
+            key = m.get("subPath")
+            return f"Secret {secret.get('secretName')}" + (f" key {key}" if key else "")
+        for item in secret.get("items") or []:  # a directory mount, the file an item
+            if str(item.get("path", "")).endswith(path_end):
+                return f"Secret {secret.get('secretName')} key {item.get('key')}"
     return None
+
+
+def _tcp_probe_port(container: Obj) -> int | None:
+    """The port a TCP readiness probe checks (libvirtd's listening port)."""
+    port = ((container.get("readinessProbe") or {}).get("tcpSocket") or {}).get("port")
+    return int(port) if isinstance(port, int) else None
 
 
 def _host_network(spec: Obj) -> bool:
@@ -531,8 +541,9 @@ class _Classifier:
             address = self.address_of(node, pod)
             if address is None:
                 continue  # said once, when hosts are built
+            port = _tcp_probe_port(container)
             members.append(Member("libvirt", node, {
-                "uri": f"qemu+tcp://{address}/system",
+                "uri": f"qemu+tcp://{address}{f':{port}' if port else ''}/system",
                 "container": self.target(pod, "libvirt")}, pod))
         found = Found("libvirt", "openstack-helm", ref, members)
         found.notes.append("a DaemonSet pod's name changes when it is replaced: rerun "
@@ -636,7 +647,7 @@ class _Classifier:
         pod = pods[0] if pods else None
         found = Found(service, "seed", ref, [])
         if app == "libvirt":
-            port = ((container.get("readinessProbe") or {}).get("tcpSocket") or {}).get("port")
+            port = _tcp_probe_port(container)
             address = self.address_of(pinned, pod)
             if address is None:
                 self.say("not classified", ref, f"its node {pinned} has no address "
@@ -955,7 +966,11 @@ def classify(snap: Snapshot, options: Options) -> Discovery:
     by_service: dict[str, Found] = {}
     for found in c.found:
         first = by_service.get(found.service)
-        if first is not None and (first.pattern != "seed" or found.pattern != "seed"):
+        # libvirt is no cluster: every DaemonSet's pods are computes (openstack-helm makes
+        # one per group of nodes its overrides name, the lab one per compute)
+        mergeable = found.service == "libvirt" or (first is not None and (
+            first.pattern == found.pattern == "seed"))
+        if first is not None and not mergeable:
             c.say("not classified", found.ref, f"a second {found.service} cluster "
                   f"({found.pattern}) beside {first.ref}: one site holds one "
                   f"{found.service} cluster; rerun with --namespace")

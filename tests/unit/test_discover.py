@@ -375,6 +375,56 @@ def test_seed_without_the_supervisor_says_which_faults_are_refused(tmp_path: Pat
     assert says(found, "note", "rabbitmq-ctl2", "pidfile, start", "kill, stop, freeze")
 
 
+def test_the_labs_openstack_helm_shape_is_recognised(tmp_path: Path) -> None:
+    """The lab's openstack-helm objects (chaoslab.osh, built in this test only): the
+    RabbitMQ StatefulSet on the pod network, a libvirt and a nova-compute DaemonSet per
+    compute under the charts' labels."""
+    from chaoslab import kubetopology, osh
+
+    lab = _Lab(tmp_path)
+    kube = lab.kube()
+    compute = kube.compute()
+    controllers = [(n.name, n.address) for n in kube.controllers]
+    objects = osh.rabbitmq_objects(
+        nodes=[n for n, _ in controllers], volumes=tmp_path / "volumes",
+        address={f"{sts}-{i}": f"10.96.0.{10 + 3 * j + i}" for i in range(3)
+                 for j, sts in enumerate((osh.MARIADB_STS, osh.RABBIT_STS))},
+        gateway="10.96.0.1", user="chaos", password="rabbit-secret-value",
+        cookie="cookie-secret-value")
+    for h in compute.hosts:
+        objects += osh.compute_objects(kubetopology.compute_objects(
+            h.name, image="chaos-lab-base", scripts=tmp_path / "scripts",
+            home=compute.node_home(h.name), cgroup=compute.cgroup_name(h.name),
+            uri=compute.libvirt_uri(h.name)), h.name)
+    sts = next(o for o in objects if o["kind"] == "StatefulSet")
+    daemonsets = [o for o in objects if o["kind"] == "DaemonSet"]
+    pods = [pod_of(sts, f"rabbitmq-rabbitmq-{i}", n, a) for i, (n, a) in
+            enumerate(controllers)]
+    for ds in daemonsets:
+        on = ds["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"]
+        pods.append(pod_of(ds, f"{ds['metadata']['name']}-x7k2p", on, "127.0.1.21"))
+    found = classify(Snapshot(nodes=[node(n.name, n.address) for n in kube.nodes],
+                              pods=pods, statefulsets=[sts], daemonsets=daemonsets,
+                              services=[o for o in objects if o["kind"] == "Service"]),
+                     Options(kubeconfig="/k", access="local"))
+    site = parsed(found)
+    ctl1 = site.controllers[0]
+    assert ctl1.rabbitmq is not None and ctl1.galera is None
+    assert ctl1.rabbitmq.node == "rabbit@rabbitmq-rabbitmq-0.rabbitmq.openstack.svc.cluster.local"
+    assert ctl1.rabbitmq.reach == "port-forward"
+    assert site.cluster("rabbitmq").platform == "openstack-helm"
+    assert [c.name for c in site.computes] == [h.name for h in compute.hosts]
+    cmp1 = site.computes[0]
+    assert cmp1.libvirt is not None and cmp1.libvirt.uri == compute.libvirt_uri("cmp1")
+    assert cmp1.libvirt.container == ("k8s://openstack/libvirt-libvirt-cmp1-x7k2p"
+                                      "?container=libvirt")
+    assert says(found, "found", "nova-compute")
+    assert says(found, "set", "CHAOS_ERLANG_COOKIE",
+                "Secret rabbitmq-erlang-cookie key erlang_cookie")
+    text = yaml.safe_dump(found.inventory) + "\n".join(found.lines())
+    assert "cookie-secret-value" not in text and "rabbit-secret-value" not in text
+
+
 # -- operators -------------------------------------------------------------------------
 
 
