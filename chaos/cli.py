@@ -56,9 +56,40 @@ def _lab(args: argparse.Namespace) -> int:
 def _inventory(args: argparse.Namespace) -> int:
     from chaos import inventory
 
+    if args.inv_action == "discover":
+        return _discover(args)
     site = inventory.load(args.file)
     print(f"{args.file}: ok: site {site.name} ({site.kind}), "
           f"{len(site.controllers)} controllers, {len(site.computes)} computes")
+    return EXIT_OK
+
+
+def _discover(args: argparse.Namespace) -> int:
+    """Only gets and lists: what was found (and why not) on stderr, the inventory on
+    stdout or in --output."""
+    from chaos import discover
+
+    found = discover.discover(Path(args.kubeconfig), namespace=args.namespace,
+                              context=args.context, access=args.access, name=args.name,
+                              db_user=args.db_user, rabbitmq_user=args.rabbitmq_user)
+    for line in found.lines():
+        print(line, file=sys.stderr)
+    if found.inventory is None:
+        print("chaos inventory discover: nothing to write (no Galera or RabbitMQ member "
+              "found)", file=sys.stderr)
+        return EXIT_VERDICT
+    scope = f"namespace {args.namespace}" if args.namespace else "every namespace"
+    text = discover.render(found, f"{Path(args.kubeconfig).resolve()}"
+                           + (f" (context {args.context})" if args.context else "")
+                           + f", {scope}")
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"{args.output}: cannot write: {exc.strerror}") from None
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -263,6 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     inv_sub = inv.add_subparsers(dest="inv_action", required=True, parser_class=_Parser)
     check = inv_sub.add_parser("check", help="validate an inventory file")
     check.add_argument("file")
+    disc = inv_sub.add_parser(
+        "discover", help="write an inventory from what a Kubernetes cluster runs (only "
+        "gets and lists; never reads a Secret)")
+    disc.add_argument("--kubeconfig", required=True, metavar="FILE")
+    disc.add_argument("--namespace", metavar="NS", help="look in NS only (default: every "
+                      "namespace the kubeconfig's user may list)")
+    disc.add_argument("--context", metavar="C", help="the kubeconfig's context to use")
+    disc.add_argument("--output", metavar="FILE", help="write the inventory there "
+                      "(default: stdout)")
+    disc.add_argument("--access", choices=["local"],
+                      help="local: every node is this machine (the lab): hosts access: "
+                           "local, firewall: local")
+    disc.add_argument("--name", default="discovered", help="the site's name")
+    disc.add_argument("--db-user", metavar="USER",
+                      help="the database user (default: as the pod spec shows, else root)")
+    disc.add_argument("--rabbitmq-user", metavar="USER",
+                      help="the RabbitMQ user (default: guest; the clusters keep it in a "
+                           "Secret, which discover does not read)")
 
     run = sub.add_parser("run",
                          help="run the scenario suite against a site (extra args go to pytest)")

@@ -316,6 +316,13 @@ class Site(Model):
                 raise ValueError(f"{name}: not a service (services: {', '.join(SERVICES)})")
             if not SERVICES[name].quorum:
                 raise ValueError(f"{name}: not a cluster")
+        # openstack-helm keeps MariaDB's cluster state in a ConfigMap (its RabbitMQ has
+        # none: that cluster's recovery is watched through its pods alone)
+        galera = value.get("galera")
+        if galera is not None and galera.platform == "openstack-helm" \
+                and galera.state_configmap is None:
+            raise ValueError("galera: platform openstack-helm needs state_configmap "
+                             "(<release>-mariadb-state)")
         return value
 
     def cluster(self, service: str) -> Cluster:

@@ -242,6 +242,10 @@ def test_a_platform_cluster_names_its_platform_and_openstack_helm_its_state() ->
     with pytest.raises(ConfigError, match=r"needs state_configmap"):
         inventory.parse(_k8s_site(clusters={"galera": {"recovered_by": "platform",
                                              "platform": "openstack-helm"}}))
+    # openstack-helm's RabbitMQ has no state ConfigMap: its cluster needs none
+    site = inventory.parse(_k8s_site(clusters={"rabbitmq": {"recovered_by": "platform",
+                                                "platform": "openstack-helm"}}))
+    assert site.cluster("rabbitmq").platform == "openstack-helm"
 
 
 def test_clusters_are_services_with_a_quorum() -> None:
