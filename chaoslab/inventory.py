@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chaos.errors import LabError
 from chaoslab.fleet import FleetLab
 from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Component, LabSecrets
 from chaoslab.openstack import ADMIN_PROJECT, ADMIN_USER, KeystoneLab
@@ -227,10 +228,13 @@ def lab_env(lab: Lab) -> dict[str, str]:
 
 def kube_inventory(lab: Lab) -> dict[str, Any]:
     """The Kubernetes tier as a site: the same services, reached as pods by label
-    selector, so a pod recreated under a new name is still the target."""
+    selector, so a pod recreated under a new name is still the target. The
+    openstack-helm shape's is discovered from the cluster, as a user's would be."""
     from chaoslab.kubetopology import selector_target
 
     kube = lab.kube()
+    if kube.platform == "openstack-helm":
+        return discovered_inventory(lab)
     galera, rabbit, compute = kube.galera(), kube.rabbit(), kube.compute()
     controllers = []
     for node in kube.controllers:
@@ -264,3 +268,27 @@ def kube_inventory(lab: Lab) -> dict[str, Any]:
             "expect_vms": "survive",
         } for node in kube.computes],
     }
+
+
+def discovered_inventory(lab: Lab) -> dict[str, Any]:
+    """The openstack-helm shape's site, as ``chaos inventory discover --access local``
+    finds it; the lab then names its own secret files for the credentials (discover
+    never reads a Secret) and each compute node's docker daemon (not visible through
+    the API)."""
+    from chaos.discover import discover
+
+    kube = lab.kube()
+    secrets = lab.secrets()
+    found = discover(kube.kubeconfig, namespace="openstack", access="local",
+                     name="lab-openstack-helm", db_user=secrets.db_user,
+                     rabbitmq_user=secrets.rabbit_user)
+    if found.inventory is None:
+        raise LabError("discover found no site on the openstack-helm shape: "
+                       + "; ".join(found.lines()[:3]))
+    site = dict(found.inventory)
+    site["credentials"] = credentials(lab)
+    for compute in site.get("computes", []):
+        compute["docker"] = {"socket": kube.docker_socket(compute["name"]),
+                             "pidfile": str(kube.dockerd_pidfile(compute["name"])),
+                             "start": kube.dockerd_start_command(compute["name"])}
+    return site

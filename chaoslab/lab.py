@@ -441,8 +441,6 @@ class Lab:
                            "up'; the same format a site's inventory uses")
 
     def write_kube_inventory(self) -> Path:
-        if self.kube().platform == "openstack-helm":
-            return self.kube_inventory_file  # TODO discovered
         return _write_yaml(self.kube_inventory_file, kube_inventory(self),
                            "# written by 'chaos lab up --kube': the lab's services as pods")
 
