@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from chaos.errors import (
     EXIT_OK,
@@ -150,6 +150,27 @@ def _heal(args: argparse.Namespace) -> int:
     return EXIT_VERDICT if errors else EXIT_OK
 
 
+def _watch_platform(site: Site, service: str, *, dry_run: bool) -> int:
+    """A platform's cluster: the harness watches it recover and acts only when asked."""
+    import importlib
+
+    # by name, as every procedure: the CLI sits under the layers it dispatches to
+    platform = importlib.import_module("recovery.platform")
+
+    cluster = site.cluster(service)
+    print(f"{service}: recovered by {cluster.platform} on this site; the harness watches "
+          f"(up to {cluster.deadline_seconds:.0f}s) and acts only with --take-over")
+    if dry_run:
+        print("dry run: nothing was watched or changed")
+        return EXIT_OK
+    watched = platform.watch(site, service)
+    print(watched.describe())
+    if not watched.recovered:
+        print(f"to act anyway: chaos recover {service} --take-over", file=sys.stderr)
+        return EXIT_VERDICT
+    return EXIT_OK
+
+
 def _recover(args: argparse.Namespace) -> int:
     import importlib
 
@@ -157,7 +178,19 @@ def _recover(args: argparse.Namespace) -> int:
         raise ConfigError("--discard applies to 'chaos recover galera' only")
     site, _ = _site(args)
     module = importlib.import_module(f"recovery.{args.procedure}")
-    extra = {"discard": args.discard} if args.discard else {}
+    extra: dict[str, Any] = {"discard": args.discard} if args.discard else {}
+    owner = (site.cluster(args.procedure).recovered_by
+             if args.procedure in ("galera", "rabbitmq") else "harness")
+    if args.take_over:
+        if args.procedure != "galera":
+            raise ConfigError("--take-over applies to galera (a platform's RabbitMQ is not "
+                              "taken over by this harness)")
+        if owner != "platform":
+            raise ConfigError("--take-over: the harness recovers galera on this site already "
+                              "(no platform to take it over from)")
+        extra["take_over"] = True
+    elif owner == "platform":
+        return _watch_platform(site, args.procedure, dry_run=args.dry_run)
     started = time.monotonic()
 
     def show(step: object) -> None:
@@ -343,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="galera: let NODE's own data be replaced by a full state "
                          "transfer (its history differs or its position is unknown); "
                          "may be repeated")
+    recover.add_argument("--take-over", action="store_true",
+                         help="galera on a site whose platform recovers it "
+                              "(clusters.galera.recovered_by: platform): act instead of "
+                              "watching, choosing the most advanced node as the harness's "
+                              "own procedure does")
     recover.add_argument("--dry-run", action="store_true",
                          help="print the plan (positions, choice, steps) and change nothing")
     recover.add_argument("--inventory", help="site inventory (default: the running lab's)")

@@ -159,7 +159,7 @@ def _kill_and_back(site: Site, svc: Service, host: Controller | Compute) -> tupl
     if placed.in_pod and placed.url is not None and name and host.access is not None:
         kill = Step(placed.url, f"SIGKILL {name} in the container of {placed.url}, from its "
                     "node's PID namespace", f"{svc.name} on {host.name} has crashed",
-                    action=Action.CRASH, process=name, service=svc.name)
+                    action=Action.CRASH, subject=name, service=svc.name)
         if cluster.recovered_by == "platform":
             back = Step(placed.url, f"wait for a Ready pod behind {placed.url} (the platform "
                         "restarts it)", f"{svc.name} on {host.name} is back, by the platform",

@@ -56,8 +56,9 @@ class Step:
     action: Action | None = None
     # the service the step acts on, where a fault acts on several (a power-off)
     service: str | None = None
-    # the process an action acts on (a crash: its name in the node's process table)
-    process: str | None = None
+    # what an action acts on: a crash's process (its name in the node's process table),
+    # a cluster reboot's state ConfigMap
+    subject: str | None = None
 
     def describe(self) -> str:
         text = f"[{self.target}] {self.command}\n    expect: {self.effect}"
@@ -80,20 +81,20 @@ class Step:
         refuse(f"the step `{self.command}` on {self.target}")
         target = for_url(self.target, site)
         if self.action is not None:
-            result = _act(target, self.action, timeout=self.timeout, process=self.process)
+            result = _act(target, self.action, timeout=self.timeout, subject=self.subject)
         else:
             result = target.run(self.command, timeout=self.timeout)
         return result.check() if self.must_succeed else result
 
 
 def _act(target: Target, action: Action, *, timeout: float,
-         process: str | None = None) -> CommandResult:
+         subject: str | None = None) -> CommandResult:
     """An API action: only the Kubernetes target has them."""
     from chaos.targets.k8s import K8sTarget
 
     if not isinstance(target, K8sTarget):
         raise ConfigError(f"{target.url}: no action {str(action)!r} on this target")
-    return target.act(action, timeout=timeout, process=process)
+    return target.act(action, timeout=timeout, subject=subject)
 
 
 # is a PID alive and not a zombie (PID 1 here may never reap killed orphans)

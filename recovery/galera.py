@@ -70,7 +70,7 @@ from chaos.steps import (
     start_unless_running,
 )
 from chaos.targets import for_url
-from chaos.targets.base import quote
+from chaos.targets.base import Action, quote
 from recovery.plan import (
     SILENT_GRACE,
     Plan,
@@ -792,6 +792,52 @@ def _plan_full_outage(ctx: Context, result: GaleraPlan) -> None:
     result.steps += _rejoin(ctx, result, [n for n in ctx.order if n != best], uuid)
 
 
+def _plan_take_over(ctx: Context, result: GaleraPlan) -> None:
+    """A platform's cluster taken over at the operator's word (``--take-over``), for a
+    cluster with no member up (a full outage the platform does not settle). On the
+    openstack-helm shape the harness acts through the platform's own protocol: the
+    state ConfigMap says the cluster reboots from the most advanced node (the harness's
+    choice, by the same rules as its own procedure: an unknown position is refused, and
+    ``--node`` accepts it), the pods that can run restart cleanly so their start scripts
+    read it, and the chosen one bootstraps while the others join it."""
+    cluster = ctx.site.cluster("galera")
+    cm = cluster.state_configmap
+    if cluster.platform != "openstack-helm" or cm is None:
+        raise Refused(f"a take-over of a {cluster.platform} cluster is not written: act "
+                      "through the platform's own tools")
+    live = [n for n in ctx.order if ctx.state(n) is not None]
+    if live:
+        raise Refused(f"{', '.join(live)} answer: the platform has members up, and a "
+                      "take-over is for a cluster with none; let the platform finish")
+    runnable = [n for n in ctx.order if ctx.positions[n].alive is not None]
+    best, result.why, notes = _choose(ctx, ctx.order)
+    if best not in runnable:
+        raise Refused(f"{best}'s pod cannot be reached ({ctx.positions[best].source}); it "
+                      "cannot bootstrap the cluster")
+    result.notes += notes
+    result.bootstrap = best
+    targets = {n: ctx.nodes[n].galera.target for n in ctx.order}  # type: ignore[union-attr]
+    result.steps = [Step(
+        targets[best], f"mark the cluster for a reboot led by the pod of {best} (state "
+        f"ConfigMap {cm}: cluster.state=reboot, reboot.node=its pod)",
+        f"the platform reboots the cluster from {best}", action=Action.REBOOT_CLUSTER,
+        subject=cm)]
+    result.steps += [Step(targets[n], f"delete the pod behind {targets[n]} (a clean restart: "
+                          "its start script reads the new state)",
+                          f"{n}'s start script starts again", action=Action.DELETE_POD)
+                     for n in runnable]
+    result.steps += [Step(targets[n], f"wait for a Ready pod behind {targets[n]}",
+                          (f"{best} has bootstrapped the cluster" if n == best
+                           else f"{n} has joined {best}"),
+                          action=Action.AWAIT_READY, timeout=cluster.deadline_seconds)
+                     for n in [best, *(r for r in runnable if r != best)]]
+    left = [n for n in ctx.order if n not in runnable]
+    if left:
+        result.notes.append(f"{', '.join(left)}: no pod to restart now; the platform joins "
+                            "them to the cluster when they can run")
+    result.final = Await("synced", best)
+
+
 PLANNERS: dict[Situation, Callable[[Context, GaleraPlan], None]] = {
     Situation.SPLIT_BRAIN: _plan_split_brain,
     Situation.DEGRADED: _plan_degraded,
@@ -801,7 +847,7 @@ PLANNERS: dict[Situation, Callable[[Context, GaleraPlan], None]] = {
 
 
 def plan(site: Site, obs: Observation, *, force_node: str | None = None,
-         discard: Collection[str] = ()) -> GaleraPlan:
+         discard: Collection[str] = (), take_over: bool = False) -> GaleraPlan:
     if PROCEDURE.rehearse("plan"):
         return PROCEDURE.rehearsed(GaleraPlan)
     nodes = {n.name: n for n in _nodes(site)}
@@ -818,6 +864,14 @@ def plan(site: Site, obs: Observation, *, force_node: str | None = None,
             "just before its nodes died may not be on any disk; a loss after a full outage "
             "can come from that setting, not from recovery")
     if situation is Situation.HEALTHY:
+        return result
+    if take_over:
+        ctx = Context(site, nodes, obs, force_node, frozenset(discard))
+        result.situation = f"{situation.value}, taken over from the platform"
+        try:
+            _plan_take_over(ctx, result)
+        except Refused as refusal:
+            result.refused, result.steps = str(refusal), []
         return result
     missing_start = [n for n in nodes if obs.view.states.get(n) is None
                      and not nodes[n].galera.start]  # type: ignore[union-attr]
@@ -869,13 +923,18 @@ def execute(site: Site, plan_: Plan, *, journal: Journal | None = None,
 
 
 def recover(site: Site, *, force_node: str | None = None, discard: Collection[str] = (),
-            journal: Journal | None = None) -> GaleraPlan:
-    """Observe, plan and execute: the whole procedure, for scenarios."""
+            journal: Journal | None = None, take_over: bool = False) -> GaleraPlan:
+    """Observe, plan and execute: the whole procedure, for scenarios. Where the
+    platform owns the cluster, watch it recover instead (``take_over``: act anyway)."""
     if PROCEDURE.rehearse("recover"):
         return PROCEDURE.rehearsed(GaleraPlan)
+    if site.cluster("galera").recovered_by == "platform" and not take_over:
+        from recovery.platform import recovered_by_platform
+
+        return recovered_by_platform(site, "galera", GaleraPlan, journal=journal)
     started = time.monotonic()
     the_plan = rounds(lambda: plan(site, observe(site), force_node=force_node,
-                                   discard=discard),
+                                   discard=discard, take_over=take_over),
                       lambda p: execute(site, p, journal=journal))
     if journal is not None:
         journal.event(Event.RECOVERY_SECONDS, procedure="galera",

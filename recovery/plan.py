@@ -89,6 +89,12 @@ class Plan:
     silent: list[Silent] = field(default_factory=list)
     # silent members settled in earlier rounds of the same recovery (see ``rounds``)
     settled: list[Silent] = field(default_factory=list)
+    # the condition that ends it, where it is not the procedure's own (a take-over of a
+    # platform's cluster waits for the members that can run)
+    final: Await | None = None
+    # the platform recovered the cluster (``clusters.<service>.recovered_by: platform``):
+    # the harness watched, and its own procedure ran no step
+    by_platform: bool = False
 
     @property
     def replan(self) -> bool:
@@ -112,7 +118,7 @@ class Plan:
             lines.append(f"REFUSED: {self.refused}")
         elif self.pending:
             lines.append(f"DECIDED AT RUN TIME: {self.pending}")
-        elif not self.steps:
+        elif not self.steps and not self.by_platform:
             lines.append("nothing to do: healthy")
         lines += [f"step {i}: {s.describe()}" for i, s in enumerate(self.steps, 1)]
         return "\n".join(lines)
@@ -169,7 +175,7 @@ def execute(site: Site, plan: Plan, condition: Condition, procedure: Procedure, 
     says so, then wait for the procedure's ``final`` condition."""
     if procedure.rehearse("execute"):
         return
-    final, final_timeout = procedure.final, procedure.final_timeout
+    final, final_timeout = plan.final or procedure.final, procedure.final_timeout
     if plan.refused:
         raise RecoveryError(f"{plan.procedure}: refused: {plan.refused}")
     if plan.pending:

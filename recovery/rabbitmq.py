@@ -573,8 +573,14 @@ def execute(site: Site, plan_: Plan, *, journal: Journal | None = None,
 
 
 def recover(site: Site, *, force_node: str | None = None,
-            journal: Journal | None = None) -> RabbitPlan:
+            journal: Journal | None = None, take_over: bool = False) -> RabbitPlan:
+    """Observe, plan and execute; where the platform owns the cluster, watch it recover
+    instead (``take_over``: act anyway)."""
     if PROCEDURE.rehearse("recover"):
         return PROCEDURE.rehearsed(RabbitPlan)
+    if site.cluster("rabbitmq").recovered_by == "platform" and not take_over:
+        from recovery.platform import recovered_by_platform
+
+        return recovered_by_platform(site, "rabbitmq", RabbitPlan, journal=journal)
     return rounds(lambda: plan(site, observe(site), force_node=force_node),
                   lambda p: execute(site, p, journal=journal))

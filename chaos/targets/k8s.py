@@ -223,8 +223,18 @@ class K8sTarget(Target):
         return CommandResult(self.url, f"crash {process}", 0,
                              f"{where}: {result.stdout.strip()}", "")
 
+    def reboot_cluster(self, configmap: str) -> CommandResult:
+        """openstack-helm: the state ConfigMap says the cluster reboots from this pod."""
+        pod = str(self.pod().metadata.name)
+        self._call("patch the state ConfigMap", self.core.patch_namespaced_config_map,
+                   configmap, self.namespace, {"metadata": {"annotations": {
+                       "openstackhelm.openstack.org/cluster.state": "reboot",
+                       "openstackhelm.openstack.org/reboot.node": pod}}})
+        return CommandResult(self.url, f"reboot-cluster {configmap}", 0,
+                             f"{configmap}: cluster.state=reboot, reboot.node={pod}", "")
+
     def act(self, action: Action, *, timeout: float = 60.0,
-            process: str | None = None) -> CommandResult:
+            subject: str | None = None) -> CommandResult:
         """The API actions a Step can name: delete the pod, await a pod of this target
         Running and Ready again (as its controller recreates it), drain or uncordon the
         node of this target's pod."""
@@ -240,9 +250,13 @@ class K8sTarget(Target):
             return CommandResult(self.url, str(action), 0,
                                  f"{node}: evicted {', '.join(evicted)}", "")
         if action is Action.CRASH:
-            if process is None:
+            if subject is None:
                 raise ConfigError(f"{self.url}: a crash names the process to kill")
-            return self.crash(process, timeout=timeout)
+            return self.crash(subject, timeout=timeout)
+        if action is Action.REBOOT_CLUSTER:
+            if subject is None:
+                raise ConfigError(f"{self.url}: a cluster reboot names the state ConfigMap")
+            return self.reboot_cluster(subject)
         if action is Action.UNCORDON_NODE:
             node = self.node_name()
             self.cordon(node, on=False)

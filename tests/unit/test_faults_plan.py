@@ -225,7 +225,7 @@ def pod_site(*, platform: bool, access: str | None = "local") -> inventory.Site:
 def test_a_pod_is_crashed_from_its_node_and_the_platform_brings_it_back() -> None:
     fault = plan(pod_site(platform=True), "kill", "ctl2", "galera")
     (kill,), (back,) = fault.inject, fault.revert
-    assert kill.action is Action.CRASH and kill.process == "mariadbd"
+    assert kill.action is Action.CRASH and kill.subject == "mariadbd"
     assert kill.target == "k8s://openstack/mariadb-server-1?container=mariadb"
     assert "node's PID namespace" in kill.command
     # the harness starts nothing: it waits for the platform, up to the cluster's deadline
@@ -258,4 +258,4 @@ def test_delete_pod_says_it_is_a_clean_restart() -> None:
 def test_a_crash_step_survives_the_ledger() -> None:
     fault = plan(pod_site(platform=True), "kill", "ctl3", "galera")
     again = Fault.from_json(fault.to_json())
-    assert again.inject[0].process == "mariadbd" and again.inject[0].action is Action.CRASH
+    assert again.inject[0].subject == "mariadbd" and again.inject[0].action is Action.CRASH
