@@ -586,8 +586,9 @@ class Cluster:
         procs.signal_pids(_marked(self.marker), signal.SIGKILL)
         wait_for(lambda: (not _marked(self.marker), _marked(self.marker)),
                  what="every process of the test gone", timeout=15, progress=False)
-        for pod in self.pods:  # the data directories are large; logs stay
-            shutil.rmtree(pod.home / "data", ignore_errors=True)
+        # the data directories and etcd's are large; logs stay
+        for folder in [self.root / "etcd", *(pod.home / "data" for pod in self.pods)]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
