@@ -2,8 +2,9 @@
 against a real kube-apiserver, with three real Galera "pods".
 
 Standalone: its own etcd and kube-apiserver on 127.0.4.1, no kubelet. Each pod is the
-start script in a mount, UTS and PID namespace of its own (PID 1 of its pod, as in a
-container: when it dies, everything of the pod dies; hostname = pod name; its own
+start script in a mount, UTS and PID namespace of its own (a shell as the pod's PID 1,
+as the pause container is in the chart's pods, which share their PID namespace; when
+the script ends, the pod's PID 1 ends and everything in it dies; hostname = pod name; own
 /etc/hosts naming the three discovery names, /etc/mysql, /run/mysqld and /var/lib/mysql
 bind-mounted from /tmp/h-oshdb), at 127.0.4.11-13, with the chart's environment. The
 test plays the kubelet and the endpoints controller: it runs the readiness check of
@@ -459,9 +460,14 @@ class Cluster:
         assert not pod.running(), f"{pod.name} still runs"
         binds = [(self.root / "hosts", "/etc/hosts"), (pod.home / "etc", "/etc/mysql"),
                  (pod.home / "run", "/run/mysqld"), (pod.home / "data", "/var/lib/mysql")]
+        # PID 1 of the pod is a shell in the pause container's place (the chart's pods
+        # share one PID namespace: the script is not PID 1, so a kill from inside the
+        # pod reaches it); the container is the script, and ends with it.
         shell = "set -e; hostname " + pod.name + "; " + "; ".join(
             f"mount --bind {source} {target}" for source, target in binds
-        ) + f"; exec /usr/bin/python3 {SCRIPT}"
+        ) + (f"; /usr/bin/python3 {SCRIPT} & child=$!; set +e; "
+             "trap 'kill -TERM $child' TERM; wait $child; code=$?; "
+             "while kill -0 $child 2>/dev/null; do wait $child; code=$?; done; exit $code")
         key, value = self.marker.split("=", 1)
         with open(pod.log, "a") as out:
             out.write(f"==== start {pod.starts + 1} at {time.strftime('%T')} ====\n")
