@@ -201,13 +201,9 @@ class Pod:
         """The mariadbd child of the script, if it runs."""
         if not self.running() or self.daemon is None:
             return None
-        todo = [self.daemon.pid]  # unshare, the script (PID 1 of the pod), its children
-        while todo:
-            pid = todo.pop()
-            if _comm(pid) == "mariadbd" and procs.alive(pid):
-                return pid
-            todo.extend(_children(pid))
-        return None
+        # unshare, the pod's PID 1 (a shell), the script, its children
+        return next((pid for pid in _descendants(self.daemon.pid)
+                     if _comm(pid) == "mariadbd" and procs.alive(pid)), None)
 
     def cmdline(self, pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
@@ -234,6 +230,14 @@ def _children(pid: int) -> list[int]:
             continue
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(_children(found[-1]))
     return found
 
 
@@ -772,3 +776,32 @@ def test_unknown_seqno_stalls_the_others_for_ever(cluster: Cluster) -> None:
     assert rows == {51}, rows
     print(f"stall: {observe:.0f} s observed with {pods[2].name} absent, state {current}, "
           f"no mariadbd; with it back, ready in {time.monotonic() - started:.1f} s")
+
+
+def test_sigterm_stops_mariadbd_cleanly_and_the_pod_rejoins(cluster: Cluster) -> None:
+    """The container runtime's stop: SIGTERM to the script hands it to mariadbd, which
+    shuts down cleanly (grastate.dat keeps a real seqno); the script then ends."""
+    pods = cluster.pods
+    assert all(cluster.ready(p) for p in pods), "needs three ready pods"
+    pod = pods[0]
+    assert pod.daemon is not None
+    mariadbd = pod.mariadbd()
+    assert mariadbd is not None
+    script = next(pid for pid in _descendants(pod.daemon.pid) if _comm(pid) == "python3")
+    os.kill(script, signal.SIGTERM)
+    since = time.monotonic()
+    _wait(cluster, lambda: (not pod.running(), "still runs"), f"{pod.name} stopped",
+          timeout=60)
+    stopped = time.monotonic() - since
+    grastate = osh.parse_grastate((pod.home / "data" / "grastate.dat").read_text())
+    assert int(grastate["seqno"]) > 0, grastate  # a clean shutdown writes its position
+    assert "Got a sigterm" in pod.log_text()
+    cluster.kill(pod)
+    _wait(cluster, lambda: (cluster.status(pods[1])["wsrep_cluster_size"] == "2",
+                            cluster.status(pods[1])["wsrep_cluster_size"]),
+          "the others a cluster of two", timeout=30)
+    cluster.start(pod)
+    _wait(cluster, lambda: _all_ready(cluster), "three pods ready again", timeout=180)
+    assert "plan join" in pod.log_text().split("==== start")[-1]
+    print(f"SIGTERM: {pod.name} stopped cleanly in {stopped:.1f} s "
+          f"(grastate seqno {grastate['seqno']}); rejoined")
