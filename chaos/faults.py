@@ -323,9 +323,9 @@ def _drain(host: Controller | Compute, service: str | None, fid: str) -> Fault:
     return Fault(fid, "drain", host.name, service,
                  [Step(url, f"cordon the node of {url} and evict its pods",
                        f"the node of {host.name} is cordoned and empty",
-                       action=Action.DRAIN_NODE, timeout=60)],
+                       action=Action.DRAIN_NODE, timeout=60, subject=host.name)],
                  [Step(url, f"uncordon the node of {url}", f"the node of {host.name} takes "
-                       "pods again", action=Action.UNCORDON_NODE),
+                       "pods again", action=Action.UNCORDON_NODE, subject=host.name),
                   *[Step(u, f"wait for a Ready pod behind {u}", f"the {s} pod on {host.name} "
                          "is Ready again", action=Action.AWAIT_READY, timeout=300)
                     for s, u in every.items()]],

@@ -163,6 +163,12 @@ class K8sTarget(Target):
 
     def _run(self, command: str, timeout: float) -> CommandResult:
         pod = self.pod()
+        if pod.status is None or pod.status.phase != "Running":
+            phase = pod.status.phase if pod.status is not None else "unknown"
+            why = next((c.message for c in (pod.status.conditions or [])
+                        if c.status == "False" and c.message), "") if pod.status else ""
+            raise TargetUnreachable(f"{self.url}: pod {pod.metadata.name} is {phase}"
+                                    + (f" ({why[:160]})" if why else ""))
         kwargs: dict[str, Any] = {"command": ["sh", "-c", command], "stderr": True,
                                   "stdin": False, "stdout": True, "tty": False,
                                   "_preload_content": False}
@@ -245,7 +251,7 @@ class K8sTarget(Target):
             name = self.await_ready(timeout=timeout)
             return CommandResult(self.url, str(action), 0, name, "")
         if action is Action.DRAIN_NODE:
-            node = self.node_name()
+            node = self.node_name(subject)
             evicted = self.drain(node)
             return CommandResult(self.url, str(action), 0,
                                  f"{node}: evicted {', '.join(evicted)}", "")
@@ -258,18 +264,24 @@ class K8sTarget(Target):
                 raise ConfigError(f"{self.url}: a cluster reboot names the state ConfigMap")
             return self.reboot_cluster(subject)
         if action is Action.UNCORDON_NODE:
-            node = self.node_name()
+            node = self.node_name(subject)
             self.cordon(node, on=False)
             return CommandResult(self.url, str(action), 0, f"{node} schedulable", "")
         raise AssertionError(action)  # every Action is handled above
 
     # -- the node --------------------------------------------------------------------
 
-    def node_name(self) -> str:
+    def node_name(self, hint: str | None = None) -> str:
         """The node this target's pod runs on; for a drained node, where its pods are
-        gone and their replacements Pending, the node they are pinned to."""
+        gone and their replacements Pending, the node they are pinned to, or ``hint``
+        (the host the fault named: a site's hosts are its nodes) when that is a node."""
         if self.pod_name is not None:
-            return str(self.pod().spec.node_name)
+            node = self.pod().spec.node_name
+            if node:
+                return str(node)
+            if hint and self._is_node(hint):
+                return hint
+            raise TargetError(f"{self.url}: pod {self.pod_name} is on no node (Pending)")
         listed = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
                             label_selector=self.selector)
         for pod in listed.items:
@@ -279,7 +291,16 @@ class K8sTarget(Target):
             pinned = (pod.spec.node_selector or {}).get("kubernetes.io/hostname")
             if pinned:
                 return str(pinned)
+        if hint and self._is_node(hint):
+            return hint
         raise TargetError(f"{self.url}: no pod of {self.selector} is on (or pinned to) a node")
+
+    def _is_node(self, name: str) -> bool:
+        try:
+            self.core.read_node(name, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException:
+            return False
+        return True
 
     def cordon(self, node: str | None = None, *, on: bool = True) -> None:
         self._call("cordon" if on else "uncordon", self.core.patch_node,
