@@ -206,6 +206,12 @@ def _partition_rules(site: Site, host: Controller | Compute, fault_id: str,
     return " && ".join(rules)
 
 
+def unpartition_command(fault_id: str) -> str:
+    """Shell: delete exactly the iptables rules tagged with this fault (wherever run: a
+    host, or a pod's network namespace)."""
+    return _unpartition(fault_id)
+
+
 def _unpartition(fault_id: str) -> str:
     # delete exactly the rules carrying this fault's tag, however many are left
     # iptables-save may or may not quote the comment; ids are [a-z0-9-], safe in a regex
@@ -304,6 +310,25 @@ def _partition(site: Site, host: Controller | Compute, service: str | None,
                    f"{host.name} cannot reach or be reached by the other hosts"
                    + (f" on {service}'s ports" if service else ""))]
     revert = [Step(inject[0].target, _unpartition(fid), f"{host.name} is reachable again")]
+    # pods on a pod network carry none of the hosts' addresses: each is cut inside its
+    # own network namespace, from the pods on the other nodes
+    for svc in SERVICES.on(host):
+        if service is not None and svc.name != service:
+            continue
+        placed = svc.placement(host)
+        section = getattr(host, svc.name, None)
+        if not (placed.in_pod and placed.url and getattr(section, "reach", None)
+                == "port-forward"):
+            continue
+        what = f"{fid} {svc.ports}" if service is not None and svc.ports else fid
+        inject.append(Step(placed.url, f"cut the pod behind {placed.url} from the pods on "
+                           "other nodes, in its own network namespace",
+                           f"{svc.name} on {host.name} is cut off on the pod network",
+                           action=Action.PARTITION_POD, subject=what, service=svc.name))
+        revert.insert(0, Step(placed.url, f"remove the partition of the pod behind "
+                              f"{placed.url}", f"{svc.name} on {host.name} is reachable "
+                              "again on the pod network", action=Action.UNPARTITION_POD,
+                              subject=fid, service=svc.name))
     down = {svc: [host.name] for svc in ([service] if service else
                                          [s.name for s in _taken_by("partition", host)])}
     return Fault(fid, "partition", host.name, service, inject, revert, down)

@@ -27,6 +27,10 @@ class Action(StrEnum):
     # ConfigMap's cluster.state=reboot, reboot.node=the pod): the start scripts then
     # bootstrap from it and join it
     REBOOT_CLUSTER = "reboot-cluster"
+    # cut a pod on a pod network from the pods on other nodes, inside its own network
+    # namespace (entered from its node), and undo it
+    PARTITION_POD = "partition-pod"
+    UNPARTITION_POD = "unpartition-pod"
 
 
 class TargetError(HarnessError):

@@ -197,25 +197,84 @@ class K8sTarget(Target):
                 resp.close()
         return CommandResult(self.url, command, int(code or 0), "".join(out), "".join(err))
 
+    def _container_id(self, pod: Any) -> str:
+        statuses = pod.status.container_statuses or []
+        wanted = [s for s in statuses if self.container in (None, s.name)]
+        if not wanted or not wanted[0].container_id:
+            raise TargetError(f"{self.url}: pod {pod.metadata.name} has no running container "
+                              f"{self.container or ''}".rstrip())
+        container_id = str(wanted[0].container_id).split("://", 1)[-1]
+        if not re.fullmatch(r"[0-9a-f]{12,64}", container_id):
+            raise TargetError(f"{self.url}: unexpected container ID {container_id!r}")
+        return container_id
+
+    def _node_shell(self, pod: Any, what: str) -> Target:
+        if self.node_shell is None:
+            raise ConfigError(f"{self.url}: {what} is sent from the pod's node: the site "
+                              "gives no way to its nodes")
+        return self.node_shell(str(pod.spec.node_name))
+
+    def _in_pod_netns(self, pod: Any, script: str) -> str:
+        """Shell, for the pod's node: ``script`` run in the pod's network namespace
+        (entered through a process of its container, found by the container's ID)."""
+        return quote("pid=; for d in /proc/[0-9]*; do grep -qs %s \"$d/cgroup\" && "
+                     "{ pid=${d#/proc/}; break; }; done; [ -n \"$pid\" ] || "
+                     "{ echo 'no process of the container on this node' >&2; exit 3; }; "
+                     "nsenter -t \"$pid\" -n sh -c %s", self._container_id(pod), script)
+
+    def partition(self, fault_id: str, ports: str | None, *,
+                  timeout: float = 30.0) -> CommandResult:
+        """Cut this pod from the pods of its namespace on other nodes, inside its own
+        network namespace (a pod network carries no host's address, so rules on the
+        hosts cut nothing): iptables DROP both ways, tagged ``chaos:<fault_id>``, on
+        ``ports`` only when given. A pod on the host's network is left to the host's
+        rules."""
+        pod = self.pod()
+        if pod.spec.host_network:
+            return CommandResult(self.url, f"partition {fault_id}", 0,
+                                 f"{pod.metadata.name}: host network; the host's rules cut it",
+                                 "")
+        listed = self._call("list pods", self.core.list_namespaced_pod, self.namespace)
+        peers = sorted({p.status.pod_ip for p in listed.items
+                        if p.status and p.status.pod_ip and not p.spec.host_network
+                        and p.spec.node_name != pod.spec.node_name})
+        if not peers:
+            raise TargetError(f"{self.url}: no pod on another node to cut "
+                              f"{pod.metadata.name} from")
+        match = quote("-p tcp -m multiport --ports %s ", ports) if ports else ""
+        tag = quote("-m comment --comment %s", f"chaos:{fault_id}")
+        rules = " && ".join(
+            quote("iptables -w 5 -I INPUT -s %s ", peer) + match + tag + " -j DROP && "
+            + quote("iptables -w 5 -I OUTPUT -d %s ", peer) + match + tag + " -j DROP"
+            for peer in peers)
+        shell = self._node_shell(pod, "a pod's partition")
+        shell.run(self._in_pod_netns(pod, rules), timeout=timeout).check()
+        return CommandResult(self.url, f"partition {fault_id}", 0,
+                             f"{pod.metadata.name} cut from {', '.join(peers)}", "")
+
+    def unpartition(self, fault_id: str, *, timeout: float = 30.0) -> CommandResult:
+        """Delete this pod's rules tagged ``chaos:<fault_id>``; a pod made anew since has
+        a new network namespace, without them."""
+        from chaos.faults import unpartition_command
+
+        pod = self.pod()
+        if pod.spec.host_network:
+            return CommandResult(self.url, f"unpartition {fault_id}", 0, "host network", "")
+        shell = self._node_shell(pod, "a pod's partition")
+        shell.run(self._in_pod_netns(pod, unpartition_command(fault_id)),
+                  timeout=timeout).check()
+        return CommandResult(self.url, f"unpartition {fault_id}", 0,
+                             f"{pod.metadata.name} reachable again", "")
+
     def crash(self, process: str, *, timeout: float = 30.0) -> CommandResult:
         """SIGKILL every ``process`` (its name in the process table) of this target's
         container, from the PID namespace of the node the pod runs on: the container's
         ID (from the pod's status) is in each of its processes' cgroup paths, whatever
         the runtime. A container's PID 1 ignores a SIGKILL sent from inside its pod;
         from the node it dies like any process."""
-        if self.node_shell is None:
-            raise ConfigError(f"{self.url}: a crash is sent from the pod's node: the site "
-                              "gives no way to its nodes")
         pod = self.pod()
-        statuses = pod.status.container_statuses or []
-        wanted = [s for s in statuses if self.container in (None, s.name)]
-        if not wanted or not wanted[0].container_id:
-            raise TargetError(f"{self.url}: pod {pod.metadata.name} has no running container "
-                              f"{self.container or ''}".rstrip())
-        container_id = wanted[0].container_id.split("://", 1)[-1]
-        if not re.fullmatch(r"[0-9a-f]{12,64}", container_id):
-            raise TargetError(f"{self.url}: unexpected container ID {container_id!r}")
-        shell = self.node_shell(str(pod.spec.node_name))
+        container_id = self._container_id(pod)
+        shell = self._node_shell(pod, "a crash")
         command = quote(
             "found=; for d in /proc/[0-9]*; do grep -qs %s \"$d/cgroup\" || continue; "
             "[ \"$(cat \"$d/comm\" 2>/dev/null)\" = %s ] || continue; "
@@ -263,6 +322,13 @@ class K8sTarget(Target):
             if subject is None:
                 raise ConfigError(f"{self.url}: a cluster reboot names the state ConfigMap")
             return self.reboot_cluster(subject)
+        if action in (Action.PARTITION_POD, Action.UNPARTITION_POD):
+            if subject is None:
+                raise ConfigError(f"{self.url}: a pod's partition names its fault")
+            fault_id, _, ports = subject.partition(" ")
+            if action is Action.PARTITION_POD:
+                return self.partition(fault_id, ports or None, timeout=timeout)
+            return self.unpartition(fault_id, timeout=timeout)
         if action is Action.UNCORDON_NODE:
             node = self.node_name(subject)
             self.cordon(node, on=False)

@@ -259,3 +259,22 @@ def test_a_crash_step_survives_the_ledger() -> None:
     fault = plan(pod_site(platform=True), "kill", "ctl3", "galera")
     again = Fault.from_json(fault.to_json())
     assert again.inject[0].subject == "mariadbd" and again.inject[0].action is Action.CRASH
+
+
+def test_a_partition_cuts_pods_on_a_pod_network_inside_their_own_namespace() -> None:
+    fault = plan(pod_site(platform=True), "partition", "ctl1", "galera")
+    host_rules, pod_cut = fault.inject
+    assert host_rules.action is None and "iptables" in host_rules.command
+    assert pod_cut.action is Action.PARTITION_POD
+    assert pod_cut.target == "k8s://openstack/mariadb-server-0?container=mariadb"
+    fid = fault.id
+    assert pod_cut.subject == f"{fid} 4567,4568,4444"  # the service's own ports
+    # undone pod first, then the host's rules, each by its tag
+    assert fault.revert[0].action is Action.UNPARTITION_POD and fault.revert[0].subject == fid
+    assert fid in fault.revert[1].command
+
+
+def test_a_whole_host_partition_cuts_every_pod_of_the_host_on_every_port() -> None:
+    fault = plan(pod_site(platform=True), "partition", "ctl2")
+    pods = [s for s in fault.inject if s.action is Action.PARTITION_POD]
+    assert [s.subject for s in pods] == [fault.id]
