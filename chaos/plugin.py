@@ -109,6 +109,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "requires(*services): skip on a site without every one of these "
         f"services ({', '.join(SERVICES)})")
+    config.addinivalue_line(
+        "markers", "platform_recovers(*services): a drill of a platform's own recovery; "
+        "skip where the harness recovers these clusters")
+    config.addinivalue_line(
+        "markers", "harness_recovers(*services): a drill of the harness's own procedure; "
+        "skip where a platform recovers these clusters")
     explicit = config.getoption("--inventory") or config.getini("chaos_inventory") or None
     config.stash[INVENTORY_KEY] = Path(explicit) if explicit else None
     report = config.getoption("--chaos-report-dir")
@@ -119,16 +125,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A drill for a service the site does not run does not apply there: skipped, and
-    the reason says so (a Kubernetes site of Galera alone runs the Galera drills)."""
-    marker = item.get_closest_marker("requires")
-    if marker is None:
+    the reason says so (a Kubernetes site of Galera alone runs the Galera drills). So
+    does a drill of the harness's own procedure where a platform recovers the cluster,
+    and a drill of a platform's recovery where the harness does."""
+    marks = [m for name in ("requires", "platform_recovers", "harness_recovers")
+             for m in item.iter_markers(name)]
+    if not marks:
         return
     loaded = _load_site(item.config)
     if isinstance(loaded, HarnessError):
         return  # the site fixture reports it, with its exit code
-    missing = [s for s in marker.args if s not in loaded[0].services()]
-    if missing:
-        pytest.skip(f"does not apply: site {loaded[0].name} runs no {', '.join(missing)}")
+    site = loaded[0]
+    for marker in item.iter_markers("requires"):
+        missing = [s for s in marker.args if s not in site.services()]
+        if missing:
+            pytest.skip(f"does not apply: site {site.name} runs no {', '.join(missing)}")
+    for mark, owner in (("platform_recovers", "harness"), ("harness_recovers", "platform")):
+        for m in item.iter_markers(mark):
+            theirs = [s for s in m.args if site.cluster(s).recovered_by == owner]
+            if theirs:
+                who = ("the harness" if owner == "harness"
+                       else f"{site.cluster(theirs[0]).platform}")
+                pytest.skip(f"does not apply: {who} recovers {', '.join(theirs)} on site "
+                            f"{site.name}; this drill proves "
+                            + ("a platform's own recovery" if owner == "harness"
+                               else "the harness's own procedure"))
 
 
 @pytest.hookimpl(wrapper=True)
