@@ -537,17 +537,19 @@ class _Classifier:
                      "component=libvirt) but no container named libvirt")
             return
         members = []
+        selector = ",".join(f"{k}={v}" for k, v in sorted(_selector(ds).items()))
         for pod, node in self.scheduled(ref, _pods_of(ds, self.snap.pods)):
             address = self.address_of(node, pod)
             if address is None:
                 continue  # said once, when hosts are built
             port = _tcp_probe_port(container)
+            # a DaemonSet's pod is replaced under a new name: named by its selector and
+            # its node, the replacement is still the target
             members.append(Member("libvirt", node, {
                 "uri": f"qemu+tcp://{address}{f':{port}' if port else ''}/system",
-                "container": self.target(pod, "libvirt")}, pod))
+                "container": f"k8s://{_ns(ds)}/?selector={selector}&node={node}"
+                             "&container=libvirt"}, pod))
         found = Found("libvirt", "openstack-helm", ref, members)
-        found.notes.append("a DaemonSet pod's name changes when it is replaced: rerun "
-                           "discover after a delete-pod or drain of a compute")
         if not spec.get("hostPID"):
             found.notes.append("no hostPID: its VMs' qemu processes are not visible from it")
         self.add(found, ds, "DaemonSet")

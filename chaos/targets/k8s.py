@@ -43,7 +43,8 @@ def _is_ready(pod: Any) -> bool:
 
 
 def parse(url: str) -> tuple[str, str | None, str | None, str | None]:
-    """(namespace, pod, container, selector)."""
+    """(namespace, pod, container, selector); a selector may add ``&node=NODE``: the pod
+    it finds on that node (a DaemonSet's, whose name changes when it is replaced)."""
     parts = urlsplit(url)
     if parts.scheme != "k8s" or not parts.hostname:
         raise ConfigError(f"{url}: not k8s://NAMESPACE/POD[/CONTAINER] or "
@@ -89,6 +90,7 @@ class K8sTarget(Target):
         # through its access): where a crash is sent from
         self.node_shell = node_shell
         self.namespace, self.pod_name, self.container, self.selector = parse(url)
+        self.node = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}.get("node")
         self.api = api
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
@@ -109,12 +111,15 @@ class K8sTarget(Target):
             return self._call("read pod", self.core.read_namespaced_pod, self.pod_name,
                               self.namespace)
         listed = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
-                            label_selector=self.selector)
+                            label_selector=self.selector, **self._on_node())
         running = [p for p in listed.items if p.status and p.status.phase == "Running"
                    and not p.metadata.deletion_timestamp]
         if not running:
             raise TargetError(f"{self.url}: no Running pod matches {self.selector}")
         return sorted(running, key=lambda p: p.metadata.creation_timestamp or 0)[0]
+
+    def _on_node(self) -> dict[str, str]:
+        return {"field_selector": f"spec.nodeName={self.node}"} if self.node else {}
 
     def ready(self) -> bool:
         return _is_ready(self.pod())
@@ -125,7 +130,8 @@ class K8sTarget(Target):
         ``timeout`` in time and by a number of watch streams."""
         from kubernetes import watch
 
-        scope = ({"label_selector": self.selector} if self.selector is not None
+        scope = ({"label_selector": self.selector, **self._on_node()}
+                 if self.selector is not None
                  else {"field_selector": f"metadata.name={self.pod_name}"})
         deadline = time.monotonic() + timeout
         last = "no pod seen"
@@ -341,6 +347,8 @@ class K8sTarget(Target):
         """The node this target's pod runs on; for a drained node, where its pods are
         gone and their replacements Pending, the node they are pinned to, or ``hint``
         (the host the fault named: a site's hosts are its nodes) when that is a node."""
+        if self.node is not None:
+            return self.node
         if self.pod_name is not None:
             node = self.pod().spec.node_name
             if node:

@@ -178,8 +178,10 @@ def test_openstack_helm_statefulsets_are_platform_clusters_on_their_nodes() -> N
     cmp1 = site.computes[0]
     assert cmp1.libvirt is not None
     assert cmp1.libvirt.uri == "qemu+tcp://192.0.2.21/system"
-    assert cmp1.libvirt.container == ("k8s://openstack/libvirt-libvirt-default-cmp1"
-                                      "?container=libvirt")
+    # by its DaemonSet's selector and its node: a replaced pod (a new name) is still it
+    assert cmp1.libvirt.container == ("k8s://openstack/?selector=application=libvirt,"
+                                      "component=libvirt,release_group=libvirt&node=cmp1"
+                                      "&container=libvirt")
     assert all(h.access is None for h in [*site.controllers, *site.computes])
     assert site.firewall == "host"
     assert says(found, "found", "StatefulSet openstack/mariadb-server", "openstack-helm",
@@ -416,8 +418,9 @@ def test_the_labs_openstack_helm_shape_is_recognised(tmp_path: Path) -> None:
     assert [c.name for c in site.computes] == [h.name for h in compute.hosts]
     cmp1 = site.computes[0]
     assert cmp1.libvirt is not None and cmp1.libvirt.uri == compute.libvirt_uri("cmp1")
-    assert cmp1.libvirt.container == ("k8s://openstack/libvirt-libvirt-cmp1-x7k2p"
-                                      "?container=libvirt")
+    assert cmp1.libvirt.container == ("k8s://openstack/?selector=application=libvirt,"
+                                      "component=libvirt,node=cmp1,release_group=libvirt"
+                                      "&node=cmp1&container=libvirt")
     assert says(found, "found", "nova-compute")
     assert says(found, "set", "CHAOS_ERLANG_COOKIE",
                 "Secret rabbitmq-erlang-cookie key erlang_cookie")
