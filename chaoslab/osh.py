@@ -435,6 +435,8 @@ def mariadb_objects(*, nodes: list[str], volumes: Path, address: dict[str, str],
         timings.append({"name": "OSH_DEFAULT_SLEEP", "value": str(default_sleep)})
     pod_spec: dict[str, Any] = {
         "serviceAccountName": MARIADB_SA,
+        # the chart's: the start script and mariadbd see each other, neither is PID 1
+        "shareProcessNamespace": True,
         "affinity": _anti_affinity(pod_labels),
         "nodeSelector": {"openstack-control-plane": "enabled"},
         "hostAliases": host_aliases(address, gateway),
@@ -464,7 +466,8 @@ def mariadb_objects(*, nodes: list[str], volumes: Path, address: dict[str, str],
             "ports": [{"name": k, "containerPort": v} for k, v in MARIADB_PORTS.items()],
             "readinessProbe": {"exec": {"command": ["/usr/bin/python3", "/tmp/start.py",
                                                     "readiness"]},
-                               "initialDelaySeconds": 10, "periodSeconds": 10,
+                               # the chart's values (pod.probes.server.mariadb)
+                               "initialDelaySeconds": 30, "periodSeconds": 30,
                                "timeoutSeconds": 15, "failureThreshold": 3},
             "volumeMounts": [
                 *host_mounts,
