@@ -145,6 +145,16 @@ def _start_step(proc: Process, host: str) -> Step:
                 service=proc.service)
 
 
+def _from_node(svc: Service, host: Controller | Compute) -> tuple[str, str] | None:
+    """(pod URL, process name) where a signal to the service goes through its pod's node;
+    None: the service is a process, or its process is reached as the inventory says."""
+    placed = svc.placement(host)
+    name = getattr(svc, "command_name", None)
+    if placed.in_pod and placed.url is not None and name and host.access is not None:
+        return placed.url, name
+    return None
+
+
 def _kill_and_back(site: Site, svc: Service, host: Controller | Compute) -> tuple[Step, Step]:
     """SIGKILL the service's process, and the step that brings it back.
 
@@ -154,14 +164,14 @@ def _kill_and_back(site: Site, svc: Service, host: Controller | Compute) -> tupl
     the platform's: the revert awaits a Ready pod (up to the cluster's deadline);
     elsewhere the harness starts the process again as the inventory says."""
     placed = svc.placement(host)
-    name = getattr(svc, "command_name", None)
     cluster = site.cluster(svc.name)
-    if placed.in_pod and placed.url is not None and name and host.access is not None:
-        kill = Step(placed.url, f"SIGKILL {name} in the container of {placed.url}, from its "
+    if (node := _from_node(svc, host)) is not None:
+        url, name = node
+        kill = Step(url, f"SIGKILL {name} in the container of {url}, from its "
                     "node's PID namespace", f"{svc.name} on {host.name} has crashed",
                     action=Action.CRASH, subject=name, service=svc.name)
         if cluster.recovered_by == "platform":
-            back = Step(placed.url, f"wait for a Ready pod behind {placed.url} (the platform "
+            back = Step(url, f"wait for a Ready pod behind {url} (the platform "
                         "restarts it)", f"{svc.name} on {host.name} is back, by the platform",
                         action=Action.AWAIT_READY, timeout=cluster.deadline_seconds,
                         service=svc.name)
@@ -260,6 +270,15 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
     if kind in ("kill", "kill-docker"):
         kill, back = _kill_and_back(site, svc, host)
         return Fault(fid, kind, host.name, service, [kill], [back], {service: [host.name]})
+    if kind == "freeze" and (node := _from_node(svc, host)) is not None:
+        url, name = node
+        inject = [Step(url, f"SIGSTOP {name} in the container of {url}, from its node's PID "
+                       "namespace", f"{service} on {host.name} is frozen (SIGSTOP)",
+                       action=Action.SIGNAL, subject=f"STOP {name}", service=service)]
+        revert = [Step(url, f"SIGCONT {name} in the container of {url}, from its node's PID "
+                       "namespace", f"{service} on {host.name} runs again (SIGCONT)",
+                       action=Action.SIGNAL, subject=f"CONT {name}", service=service)]
+        return Fault(fid, kind, host.name, service, inject, revert, {service: [host.name]})
     proc = svc.process(site, host)
     if kind == "stop":
         # a clean shutdown, as an operator's stop would do it; bounded wait for the exit

@@ -24,6 +24,7 @@ def members(site: Site, service: str) -> list[str]:
 
 
 @pytest.mark.requires("galera")
+@pytest.mark.harness_recovers("galera")
 def test_galera_node_frozen_and_left_so_is_replaced_nothing_lost(
     site: Site, faults: Faults, workload: Workload, journal: Journal
 ) -> None:
@@ -45,6 +46,7 @@ def test_galera_node_frozen_and_left_so_is_replaced_nothing_lost(
 
 
 @pytest.mark.requires("rabbitmq")
+@pytest.mark.harness_recovers("rabbitmq")
 def test_rabbitmq_node_frozen_and_left_so_is_replaced_nothing_confirmed_lost(
     site: Site, faults: Faults, workload: Workload, journal: Journal
 ) -> None:

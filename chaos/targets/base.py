@@ -23,6 +23,9 @@ class Action(StrEnum):
     # SIGKILL a process of the pod's container from its node's PID namespace: a crash,
     # even of a container's PID 1 (which ignores a SIGKILL sent from inside its pod)
     CRASH = "crash"
+    # any other signal sent the same way (``subject``: "SIGNAL process"): a freeze's STOP
+    # and its CONT
+    SIGNAL = "signal"
     # openstack-helm's MariaDB: mark the cluster for a reboot led by this pod (its state
     # ConfigMap's cluster.state=reboot, reboot.node=the pod): the start scripts then
     # bootstrap from it and join it

@@ -272,7 +272,7 @@ class K8sTarget(Target):
         return CommandResult(self.url, f"unpartition {fault_id}", 0,
                              f"{pod.metadata.name} reachable again", "")
 
-    def crash(self, process: str, *, timeout: float = 30.0) -> CommandResult:
+    def crash(self, process: str, *, timeout: float = 30.0, signal: str = "KILL") -> CommandResult:
         """SIGKILL every ``process`` (its name in the process table) of this target's
         container, from the PID namespace of the node the pod runs on: the container's
         ID (from the pod's status) is in each of its processes' cgroup paths, whatever
@@ -284,14 +284,14 @@ class K8sTarget(Target):
         command = quote(
             "found=; for d in /proc/[0-9]*; do grep -qs %s \"$d/cgroup\" || continue; "
             "[ \"$(cat \"$d/comm\" 2>/dev/null)\" = %s ] || continue; "
-            "kill -s KILL \"${d#/proc/}\" && found=\"$found ${d#/proc/}\"; done; "
-            "[ -n \"$found\" ] && echo \"killed$found\"", container_id, process)
+            "kill -s %s \"${d#/proc/}\" && found=\"$found ${d#/proc/}\"; done; "
+            "[ -n \"$found\" ] && echo \"signalled$found\"", container_id, process, signal)
         result = shell.run(command, timeout=timeout)
         if not result.ok:
             raise TargetError(f"{self.url}: no {process} process of container "
                               f"{container_id[:12]} on node {pod.spec.node_name}")
         where = f"{pod.metadata.name} on {pod.spec.node_name}"
-        return CommandResult(self.url, f"crash {process}", 0,
+        return CommandResult(self.url, f"SIG{signal} {process}", 0,
                              f"{where}: {result.stdout.strip()}", "")
 
     def reboot_cluster(self, configmap: str) -> CommandResult:
@@ -324,6 +324,11 @@ class K8sTarget(Target):
             if subject is None:
                 raise ConfigError(f"{self.url}: a crash names the process to kill")
             return self.crash(subject, timeout=timeout)
+        if action is Action.SIGNAL:
+            sig, _, name = (subject or "").partition(" ")
+            if not re.fullmatch(r"[A-Z]+", sig) or not name:
+                raise ConfigError(f"{self.url}: a signal action names 'SIGNAL process'")
+            return self.crash(name, timeout=timeout, signal=sig)
         if action is Action.REBOOT_CLUSTER:
             if subject is None:
                 raise ConfigError(f"{self.url}: a cluster reboot names the state ConfigMap")

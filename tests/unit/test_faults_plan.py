@@ -278,3 +278,9 @@ def test_a_whole_host_partition_cuts_every_pod_of_the_host_on_every_port() -> No
     fault = plan(pod_site(platform=True), "partition", "ctl2")
     pods = [s for s in fault.inject if s.action is Action.PARTITION_POD]
     assert [s.subject for s in pods] == [fault.id]
+
+
+def test_a_freeze_of_a_pod_is_stop_then_cont_from_its_node() -> None:
+    fault = plan(pod_site(platform=True), "freeze", "ctl2", "galera")
+    assert [(s.action, s.subject) for s in fault.inject] == [(Action.SIGNAL, "STOP mariadbd")]
+    assert [(s.action, s.subject) for s in fault.revert] == [(Action.SIGNAL, "CONT mariadbd")]
