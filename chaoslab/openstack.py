@@ -60,9 +60,21 @@ from chaoslab.procs import Daemon
 # with them, but failed every request made with one (oslo.context 6 dropped
 # RequestContext._domain_id, which its auth middleware reads): HTTP 500
 KEYSTONE_VERSION = "30.0.0"
+# the rest of the same release series, 2026.2 (all four published on 2026-09-30 with
+# keystone 30.0.0): the services of chaoslab/nova.py share this venv and its pins
+NOVA_VERSION = "34.0.0"
+GLANCE_VERSION = "33.0.0"
+PLACEMENT_VERSION = "16.0.0"
+NEUTRON_VERSION = "29.0.0"
 PYTHON = "/usr/bin/python3"  # Debian's, as quickstart's own venv (python3-venv)
 CONSTRAINTS = Path(__file__).with_name("openstack-constraints.txt")
-PACKAGES = (f"keystone=={KEYSTONE_VERSION}", "PyMySQL", "gunicorn", "python-openstackclient")
+PACKAGES = (
+    f"keystone=={KEYSTONE_VERSION}", f"nova=={NOVA_VERSION}", f"glance=={GLANCE_VERSION}",
+    f"openstack-placement=={PLACEMENT_VERSION}", f"neutron=={NEUTRON_VERSION}",
+    # nova's libvirt driver imports it; built from source against Debian's libvirt-dev
+    # (quickstart installs gcc, pkg-config and libvirt-dev for the harness's own copy)
+    "libvirt-python", "PyMySQL", "gunicorn", "python-openstackclient",
+)
 DEFAULT_CACHE = Path("/var/cache/chaos-openstack")
 
 PUBLIC_PORT = 5000
