@@ -50,7 +50,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +146,7 @@ class NovaLab:
         self.password_file = service_password_file or root / "secrets" / "service-password"
         self.instances_path = root / "nova-compute" / "instances"
         self.images_path = root / "glance" / "images"
+        self.timings: dict[str, float] = {}  # seconds per step of the last up
 
     # ---- facts the inventory and clients use -------------------------------------
     def home(self, daemon: str) -> Path:
@@ -174,12 +175,15 @@ class NovaLab:
 
     def start_command(self, daemon: str) -> str:
         """The shell command that starts ``daemon`` in the foreground and writes its
-        pidfile (gunicorn's master writes its own)."""
+        pidfile (gunicorn's master writes its own); it needs no environment of its own,
+        as a harness's restart gives none."""
         home = shlex.quote(str(self.home(daemon)))
         if daemon in AGENTS:
             conf = self.etc / "nova" / ("nova-compute.conf" if daemon == "nova-compute"
                                         else "nova.conf")
+            # eventlet's deprecation banner on every start would bury the error lines
             return (f"cd {home} && echo $$ > {shlex.quote(str(self.pidfile(daemon)))} && "
+                    f"PYTHONWARNINGS=ignore "
                     f"exec {shlex.quote(str(self.venv / 'bin' / daemon))} "
                     f"--config-file {shlex.quote(str(conf))} "
                     f"--log-file {shlex.quote(str(self.log(daemon)))}")
@@ -208,11 +212,16 @@ class NovaLab:
         problems = self.preflight()
         if problems:
             raise LabError(problems[0] + (f" (+{len(problems) - 1} more)" if problems[1:] else ""))
-        ensure_venv(self.cache)
-        self._write_files()
-        self._create_databases()
-        self._register_in_keystone()
-        self._sync_schemas()
+        self.timings.clear()
+        with self._timed("venv"):
+            ensure_venv(self.cache)
+        with self._timed("config, databases, keystone"):
+            self._write_files()
+            self._create_databases()
+            self._register_in_keystone()
+        with self._timed("schemas and cells"):
+            self._sync_schemas()
+        clock = time.monotonic()
         started = {}
         since = {d: _log_size(self.out_log(d)) for d in DAEMONS}
         for daemon in DAEMONS:
@@ -221,21 +230,28 @@ class NovaLab:
             started[daemon] = self._spawn(daemon, register)
         for api in APIS:
             self._wait_api(api, started[api.name], since[api.name])
-        started["nova-compute"] = self._spawn("nova-compute", register)
-        self.wait_compute(timeout=COMPUTE_TIMEOUT, daemons=list(started.values()))
-        self.discover_hosts()
+        self.timings["APIs answering"] = time.monotonic() - clock
+        with self._timed("nova-compute up, in placement"):
+            started["nova-compute"] = self._spawn("nova-compute", register)
+            self.wait_compute(timeout=COMPUTE_TIMEOUT, daemons=list(started.values()))
+        with self._timed("discover_hosts"):
+            self.discover_hosts()
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        clock = time.monotonic()
+        yield
+        self.timings[step] = time.monotonic() - clock
 
     def _spawn(self, daemon: str, register: Register) -> Daemon:
         spawned = procs.spawn(daemon, ["sh", "-c", self.start_command(daemon)],
-                              log=self.out_log(daemon), pidfile=self.pidfile(daemon),
-                              env=self._env())
+                              log=self.out_log(daemon), pidfile=self.pidfile(daemon))
         register(spawned)
         return spawned
 
     def _env(self) -> dict[str, str]:
-        # eventlet's deprecation banner on every start would bury the error lines
-        return {"PYTHONWARNINGS": "ignore",
-                "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        # eventlet's deprecation banner on every run would bury the error lines
+        return {"PYTHONWARNINGS": "ignore"}
 
     # ---- files -------------------------------------------------------------------
     def _write_files(self) -> None:

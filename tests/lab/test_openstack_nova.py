@@ -9,9 +9,11 @@ $CHAOS_OPENSTACK_CACHE."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import shlex
 import shutil
+import signal
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ import pymysql
 import pytest
 
 from chaos.services.libvirt import with_libvirt
+from chaos.steps import restart_log, start_unless_running
 from chaos.wait import wait_for
 from chaoslab import procs
 from chaoslab.compute import DEFAULT_CAPABILITIES_CACHE, QEMU_CONF, libvirtd_conf, qemu_pid_by_uuid
@@ -185,7 +188,8 @@ def cloud(root_required: None) -> Iterator[Cloud]:
         deps = time.monotonic()
         nova.up(owned["nova"].append)
         up = time.monotonic() - deps
-        print(f"\nup: dependencies {deps - started:.1f}s, nova.up {up:.1f}s")
+        print(f"\nup: dependencies {deps - started:.1f}s, nova.up {up:.1f}s ("
+              + ", ".join(f"{k} {v:.1f}s" for k, v in nova.timings.items()) + ")")
         yield Cloud(root, keystone, nova, libvirt, up)
     finally:
         errors = []
@@ -201,6 +205,12 @@ def cloud(root_required: None) -> Iterator[Cloud]:
             except Exception as exc:  # stop the rest regardless
                 errors.append(exc)
         assert not errors, errors
+        assert nova.daemon_pids() == [] and qemu_pids_under(root) == []
+        listening = [f"{a}:{p}" for a, p in ((CONTROLLER, 8774), (CONTROLLER, 9696),
+                                             (COMPUTE, LIBVIRT_PORT), (KEYSTONE, 5000),
+                                             (RABBIT, 5672), (MARIADB, 3306))
+                     if procs.port_open(a, p)]
+        assert listening == []
 
 
 def _rss_kb(pid: int) -> int:
@@ -271,6 +281,61 @@ def test_server_boots_on_libvirt_and_is_deleted(cloud: Cloud) -> None:
     assert not (nova.instances_path / server_id).exists()
     usages = client.get("placement-api", f"/allocations/{server_id}")["allocations"]
     assert usages == {}
+
+
+def test_compute_and_neutron_killed_and_started_again(cloud: Cloud) -> None:
+    """SIGKILL of nova-compute and of neutron's gunicorn master, both started again by
+    their start commands the way the harness does: the server keeps its qemu, the new
+    nova-compute reports in, and a delete (which asks neutron for ports) works."""
+    nova, client = cloud.nova, cloud.nova.client()
+    server_id = cloud.openstack("server", "create", "--flavor", "tiny", "--image", "blank",
+                                "--nic", "none", "-f", "value", "-c", "id", "vm2").strip()
+
+    def active() -> tuple[bool, str]:
+        status = client.get("nova-api", f"/servers/{server_id}")["server"]["status"]
+        return status in ("ACTIVE", "ERROR"), status
+
+    assert wait_for(active, what="vm2 ACTIVE", timeout=180, interval=1.0) == "ACTIVE"
+    qemu = qemu_pid_by_uuid(server_id)
+    assert qemu is not None
+    qemu_start = procs.start_time_ticks(qemu)
+
+    killed = {}
+    for daemon in ("nova-compute", "neutron-api"):
+        pid = procs.read_pidfile(nova.pidfile(daemon))
+        assert pid is not None and procs.alive(pid)
+        os.kill(pid, signal.SIGKILL)
+        killed[daemon] = pid
+    wait_for(lambda: (not any(procs.alive(p) for p in killed.values()), "alive"),
+             what="the killed daemons gone", timeout=10)
+    restarted_at = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    for daemon in killed:
+        pidfile = str(nova.pidfile(daemon))
+        procs.run(["sh", "-c", start_unless_running(pidfile, nova.start_command(daemon),
+                                                    restart_log(pidfile))],
+                  timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+    def reported() -> tuple[bool, str]:
+        services = client.get("nova-api", "/os-services?binary=nova-compute")["services"]
+        updated = [s["updated_at"] for s in services if s["updated_at"]]
+        fresh = [u for u in updated
+                 if datetime.datetime.fromisoformat(u) > restarted_at]
+        return bool(fresh), f"updated_at {updated}"
+
+    wait_for(reported, what="the new nova-compute reporting", timeout=120, interval=1.0)
+    assert procs.read_pidfile(nova.pidfile("nova-compute")) not in (None, killed["nova-compute"])
+    assert qemu_pid_by_uuid(server_id) == qemu and procs.start_time_ticks(qemu) == qemu_start
+    assert client.get("nova-api", f"/servers/{server_id}")["server"]["status"] == "ACTIVE"
+
+    cloud.openstack("server", "delete", server_id)
+
+    def gone() -> tuple[bool, str]:
+        servers = client.get("nova-api", "/servers")["servers"]
+        return not servers, f"{[s['id'] for s in servers]}"
+
+    wait_for(gone, what="vm2 deleted", timeout=120, interval=1.0)
+    wait_for(lambda: (not procs.alive(qemu), f"qemu {qemu} alive"), what="qemu gone",
+             timeout=30)
 
 
 def _report_rss(cloud: Cloud, qemu: int) -> None:
