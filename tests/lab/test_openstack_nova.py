@@ -190,7 +190,7 @@ def cloud(root_required: None) -> Iterator[Cloud]:
         up = time.monotonic() - deps
         print(f"\nup: dependencies {deps - started:.1f}s, nova.up {up:.1f}s ("
               + ", ".join(f"{k} {v:.1f}s" for k, v in nova.timings.items()) + ")")
-        yield Cloud(root, keystone, nova, libvirt, up)
+        yield Cloud(root, keystone, nova, libvirt, up, owned["nova"])
     finally:
         errors = []
         for stop in (lambda: nova.down(owned["nova"]),
@@ -338,6 +338,24 @@ def test_compute_and_neutron_killed_and_started_again(cloud: Cloud) -> None:
              timeout=30)
 
 
+def test_down_and_up_again_on_the_same_databases(cloud: Cloud) -> None:
+    """A second ``up`` over the schemas, cells, keystone entries and image of the first
+    (a lab brought up again, a recovery): it finds them and changes nothing."""
+    nova = cloud.nova
+    nova.down(cloud.daemons)
+    assert nova.daemon_pids() == []
+    cloud.daemons.clear()
+    nova.up(cloud.daemons.append)
+    print("up again: " + ", ".join(f"{k} {v:.1f}s" for k, v in nova.timings.items()))
+    assert all(check.ok for check in nova.status()), nova.status()
+    cells = cloud.openstack("compute", "service", "list", "-f", "value", "-c", "Binary")
+    assert sorted(cells.split()) == ["nova-compute", "nova-conductor", "nova-scheduler"]
+    assert cloud.openstack("image", "list", "-f", "value", "-c", "Name").split() == ["blank"]
+    endpoints = cloud.openstack("endpoint", "list", "-f", "value", "-c", "Service Type")
+    assert sorted(endpoints.split()) == sorted(
+        ["identity", *(2 * ["image", "placement", "compute", "network"])])
+
+
 def _report_rss(cloud: Cloud, qemu: int) -> None:
     """RSS of each daemon (VmRSS; gunicorn: master + worker), printed for the docstring."""
     lines = []
@@ -351,5 +369,9 @@ def _report_rss(cloud: Cloud, qemu: int) -> None:
     assert keystone is not None
     lines.append("keystone: " + " + ".join(
         f"{_rss_kb(p) // 1024}" for p in [keystone, *_children(keystone)]) + " MB")
+    privsep = [pid for pid in cloud.nova.daemon_pids()
+               if b"privsep-helper" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    lines.append("nova-compute's privsep daemon: " + " + ".join(
+        f"{_rss_kb(p) // 1024}" for p in privsep) + " MB")
     lines.append(f"qemu (the server): {_rss_kb(qemu) // 1024} MB")
     print("RSS " + "; ".join(lines))
