@@ -27,14 +27,49 @@ delete``, which asks neutron for the instance's ports even then.
 Traps met on the way (2026.2, Debian 12):
 
 - no ``sudo`` here: nova's privsep daemon is started by ``[nova_sys_admin]
-  helper_command`` naming the venv's privsep-helper (we run as root already);
-- ``qemu-img`` (Debian's qemu-utils) is needed by nova-compute for every image;
+  helper_command`` naming the venv's privsep-helper and nova-compute's config (we run
+  as root already); without it nova-compute runs ``sudo nova-rootwrap …``;
+- ``qemu-img`` (Debian's qemu-utils, not installed with qemu-system-x86) is needed by
+  nova-compute for every image;
 - VNC is on by default and would listen on 127.0.0.1:5900+: ``[vnc] enabled = false``;
-- a command line is world-readable: ``nova-manage cell_v2 create_cell`` reads the
-  transport URL and database from the config file, not from arguments.
+- nova-api loads its paste pipeline from the *first* of its config files: leave
+  ``OS_NOVA_CONFIG_FILES`` unset (api-paste.ini, nova.conf) rather than naming nova.conf
+  alone ("No section 'osapi_compute' … in nova.conf");
+- keystonemiddleware looks for identity's *internal* endpoint, and keystone-manage
+  bootstrap registers only the public one: ``[keystone_authtoken] interface = public``
+  (else every API request is HTTP 500, "internal endpoint for identity … not found");
+- nova-compute writes its node identity to ``$state_path/compute_id`` and dies
+  (CRITICAL, then lingers) when the folder is missing: ``wait_compute`` fails at once
+  on a CRITICAL line instead of waiting out its timeout;
+- neutron's API-only WSGI process: ``get_ports`` reads ``Port.port_forwardings``, a
+  backref that exists only after SQLAlchemy has configured its mappers (done by the
+  first query of a process), and nothing queries before nova's first GET
+  /v2.0/ports: HTTP 500 at every server create and delete (same with SQLAlchemy 2.0.58,
+  so not the pin; ``service_plugins = router`` did not help). A ``post_worker_init``
+  hook in its gunicorn.conf.py (NEUTRON_HOOK) configures them once the app is loaded;
+- a command line is world-readable: ``nova-manage cell_v2 map_cell0`` and
+  ``create_cell`` read the database and transport URL from nova.conf, not arguments;
+- nova-compute and libvirtd must see the instances folder at the same path: true of a
+  libvirtd in a mount namespace of the host's (the test's), not of the lab's cmp1
+  container, which binds its own /tmp, /run and /var/lib/libvirt only.
 
-Measured (2-core VM, shared; see tests/lab/test_openstack_nova.py): see the figures at
-the end of this docstring.
+Measured on the 2-core VM (shared with a running lab; load average 2-4 during the
+runs), with tests/lab/test_openstack_nova.py (``pytest -s`` prints the figures):
+
+- the venv (chaoslab/openstack.py): a cold build (empty pip cache) 98 s wall, 69 s of
+  user CPU, 619 MB; keystone's alone was 53.5 s and 282 MB, so these services add ~45 s
+  and ~340 MB (nova, neutron and their libraries: os-ken, ovsdbapp, numpy, lxml…);
+- ``up`` with the venv built, on a plain MariaDB: 50-76 s in three runs (config,
+  databases and keystone entries 6-9 s; schemas and cells, two at a time, 20-29 s;
+  the four APIs answering 9-16 s; nova-compute up and in placement 12-15 s;
+  discover_hosts 3-5 s); a second ``up`` over the same databases ~70 s;
+- RSS (VmRSS of /proc/PID/status, idle after one server boot; gunicorn: master +
+  worker, MB): glance-api 25 + 131, placement-api 25 + 99, nova-api 25 + 159,
+  neutron-api 25 + 169, nova-conductor 126, nova-scheduler 126, nova-compute 162 and
+  its privsep daemon 44 (keystone 25 + 136): ~1.1 GB for the seven services, shared
+  pages counted in each;
+- a ``--nic none`` server on a 64 MiB blank qcow2 image: ACTIVE 3.4-3.6 s after the
+  create returned; its qemu (TCG, no bootable disk, 32 MiB translation cache) 44 MB RSS.
 """
 
 from __future__ import annotations
@@ -412,9 +447,8 @@ helper_command = {helper}
 
     def _neutron_conf(self) -> str:
         return f"""{self._common(self.log("neutron-api"))}core_plugin = ml2
-# not for routers: the port-forwarding model, which GET /v2.0/ports reads, is imported
-# by the L3 plugin (see also the gunicorn hook in chaoslab/nova.py)
-service_plugins = router
+# no routers, no agents (GET /v2.0/ports needs the gunicorn hook: see NEUTRON_HOOK)
+service_plugins =
 auth_strategy = keystone
 transport_url = {_ini(self.transport_url)}
 api_paste_config = {self.etc / "neutron" / "api-paste.ini"}

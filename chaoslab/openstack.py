@@ -9,10 +9,12 @@ that part upstream; its header says why pins are needed at all). The virtualenv 
 outside every lab, in ``$CHAOS_OPENSTACK_CACHE/venv`` (default
 /var/cache/chaos-openstack), built from Debian's ``/usr/bin/python3`` and reused by every
 lab and test; a stamp file names what it was built from, and it is built again only
-when that changes. Measured on the 2-core VM: a cold build (empty pip cache) 53.5 s,
-282 MB; python-openstackclient is ~9 s and ~70 MB of that, and goes there too, not into
-the harness's venv: it shares keystone's library stack and pins, while the harness's
-dependencies owe nothing to OpenStack's.
+when that changes. Measured on the 2-core VM: a cold build (empty pip cache) of
+keystone alone 53.5 s, 282 MB; python-openstackclient is ~9 s and ~70 MB of that, and
+goes there too, not into the harness's venv: it shares keystone's library stack and
+pins, while the harness's dependencies owe nothing to OpenStack's. With nova, glance,
+placement, neutron and libvirt-python of the same series (chaoslab/nova.py runs them)
+the cold build is 98 s and 619 MB.
 
 Serving
 -------
@@ -82,7 +84,7 @@ ADMIN_USER = "admin"
 ADMIN_PROJECT = "admin"
 CLOUD_NAME = "chaos-lab"
 
-BUILD_TIMEOUT = 900.0  # a cold build takes ~55 s here; a slow mirror may take many times that
+BUILD_TIMEOUT = 900.0  # a cold build takes ~100 s here; a slow mirror may take many times that
 MANAGE_TIMEOUT = 120.0  # each keystone-manage step takes ~3 s here
 UP_TIMEOUT = 60.0  # the worker answers ~2.2 s after start
 STOP_TIMEOUT = 10.0  # graceful_timeout is 5 s; idle workers stop at once
