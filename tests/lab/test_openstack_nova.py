@@ -1,10 +1,11 @@
 """A real nova, glance, placement and neutron (chaoslab.nova) on their own dependencies,
-beside a running lab: a plain MariaDB, one RabbitMQ node, keystone and a libvirtd in a
-mount namespace of its own, all on 127.0.3.1-.5 under one temporary folder. The
-``openstack`` CLI lists servers, a server with no NIC goes ACTIVE, its qemu runs under
-that libvirtd, and its delete leaves nothing. Everything started here is stopped by the
-fixture's teardown. The OpenStack venv is built on first use (~100 s) in
-$CHAOS_OPENSTACK_CACHE."""
+beside a running lab: a plain MariaDB (or, with CHAOS_NOVA_TEST_DB=galera, a one-node
+Galera), one RabbitMQ node, keystone and a libvirtd in a mount namespace of its own,
+all on 127.0.3.1-.5 under one temporary folder. The ``openstack`` CLI lists servers, a
+server with no NIC goes ACTIVE, its qemu runs under that libvirtd, and its delete
+leaves nothing. Everything started here is stopped by the fixture's teardown. The
+OpenStack venv is built on first use (~100 s) in $CHAOS_OPENSTACK_CACHE (default here
+/tmp/h-nova/cache, so that a running lab's venv is never rebuilt under it)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from chaos.wait import wait_for
 from chaoslab import procs
 from chaoslab.compute import DEFAULT_CAPABILITIES_CACHE, QEMU_CONF, libvirtd_conf, qemu_pid_by_uuid
 from chaoslab.fleet import LIBVIRT_DIRS, LIBVIRT_PORT
-from chaoslab.galera import INNODB_SETTINGS, INSTALL_DB, MARIADBD, OS_USER
+from chaoslab.galera import INNODB_SETTINGS, INSTALL_DB, MARIADBD, OS_USER, GaleraLab
 from chaoslab.model import Host, LabSecrets
 from chaoslab.nova import Admin, NovaLab
 from chaoslab.openstack import ADMIN_PROJECT, ADMIN_USER, KeystoneLab
@@ -166,6 +167,9 @@ def cloud(root_required: None) -> Iterator[Cloud]:
     cache = Path(os.environ.get("CHAOS_OPENSTACK_CACHE") or "/tmp/h-nova/cache")
     secrets = LabSecrets.load_or_create(root)
     db = PlainMariaDB(root / "mariadb", MARIADB, secrets.db_user, secrets.db_password)
+    # CHAOS_NOVA_TEST_DB=galera: a one-node Galera (wsrep on, as the lab's) instead
+    galera = (GaleraLab(root / "galera", [Host("db1", MARIADB)], secrets)
+              if os.environ.get("CHAOS_NOVA_TEST_DB") == "galera" else None)
     rabbit = RabbitLab(root / "rabbitmq", [Host("rmq1", RABBIT)], secrets, epmd_port=EPMD_PORT)
     libvirt = NamespacedLibvirtd(root / "libvirt", COMPUTE)
     keystone = KeystoneLab(root / "keystone", KEYSTONE, db.url_base() + "/keystone",
@@ -181,7 +185,7 @@ def cloud(root_required: None) -> Iterator[Cloud]:
                                                       "nova")}
     try:
         started = time.monotonic()
-        db.up(owned["db"].append)
+        (galera or db).up(owned["db"].append)
         rabbit.up(owned["rabbit"].append)
         libvirt.up(owned["libvirt"].append)
         keystone.up(owned["keystone"].append)
@@ -199,7 +203,8 @@ def cloud(root_required: None) -> Iterator[Cloud]:
                                         timeout=10),
                      lambda: keystone.down(owned["keystone"]),
                      lambda: rabbit.down(owned["rabbit"]),
-                     lambda: procs.stop([d.pid for d in owned["db"]], timeout=20)):
+                     lambda: (galera.down(owned["db"]) if galera else
+                              procs.stop([d.pid for d in owned["db"]], timeout=20))):
             try:
                 stop()
             except Exception as exc:  # stop the rest regardless
@@ -213,11 +218,17 @@ def cloud(root_required: None) -> Iterator[Cloud]:
         assert listening == []
 
 
-def _rss_kb(pid: int) -> int:
+def _memory_mb(pid: int) -> str:
+    """RSS/PSS in MB: VmRSS of /proc/PID/status, Pss of /proc/PID/smaps_rollup (shared
+    pages divided among their users)."""
+    rss = pss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+            rss = int(line.split()[1])
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return f"{rss // 1024}/{pss // 1024}"
 
 
 def _children(pid: int) -> list[int]:
@@ -253,16 +264,21 @@ def test_server_boots_on_libvirt_and_is_deleted(cloud: Cloud) -> None:
     print(f"ACTIVE after {time.monotonic() - started:.1f}s")
     assert server_id in cloud.openstack("server", "list", "-f", "value", "-c", "ID")
 
-    def domain(conn: Any) -> tuple[bool, int]:
+    def domain(conn: Any) -> tuple[bool, str]:
         dom = conn.lookupByUUIDString(server_id)
-        return bool(dom.isActive()), int(dom.ID())
+        return bool(dom.isActive()), str(dom.name())
 
-    active, _ = with_libvirt(nova.libvirt_uri, domain, timeout=10, what="the server's domain")
+    active, name = with_libvirt(nova.libvirt_uri, domain, timeout=10,
+                                what="the server's domain")
     assert active
     qemu = qemu_pid_by_uuid(server_id)
     assert qemu is not None and procs.alive(qemu)
     assert str(nova.instances_path / server_id).encode() in Path(
         f"/proc/{qemu}/cmdline").read_bytes()
+    # started by that libvirtd: it wrote the pid in its own /run/libvirt (our folder,
+    # bound there in its mount namespace), and qemu runs in a namespace libvirt made
+    assert procs.read_pidfile(cloud.libvirt.root / "run" / "qemu" / f"{name}.pid") == qemu
+    assert os.readlink(f"/proc/{qemu}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
 
     _report_rss(cloud, qemu)
 
@@ -357,21 +373,21 @@ def test_down_and_up_again_on_the_same_databases(cloud: Cloud) -> None:
 
 
 def _report_rss(cloud: Cloud, qemu: int) -> None:
-    """RSS of each daemon (VmRSS; gunicorn: master + worker), printed for the docstring."""
+    """RSS/PSS of each daemon (gunicorn: master + worker), printed for the docstring."""
     lines = []
     for daemon in [*(a for a in ("glance-api", "placement-api", "nova-api", "neutron-api")),
                    "nova-conductor", "nova-scheduler", "nova-compute"]:
         pid = procs.read_pidfile(cloud.nova.pidfile(daemon))
         assert pid is not None
         pids = [pid, *_children(pid)]
-        lines.append(f"{daemon}: " + " + ".join(f"{_rss_kb(p) // 1024}" for p in pids) + " MB")
+        lines.append(f"{daemon}: " + " + ".join(_memory_mb(p) for p in pids) + " MB")
     keystone = procs.read_pidfile(cloud.keystone.pidfile)
     assert keystone is not None
     lines.append("keystone: " + " + ".join(
-        f"{_rss_kb(p) // 1024}" for p in [keystone, *_children(keystone)]) + " MB")
+        _memory_mb(p) for p in [keystone, *_children(keystone)]) + " MB")
     privsep = [pid for pid in cloud.nova.daemon_pids()
                if b"privsep-helper" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     lines.append("nova-compute's privsep daemon: " + " + ".join(
-        f"{_rss_kb(p) // 1024}" for p in privsep) + " MB")
-    lines.append(f"qemu (the server): {_rss_kb(qemu) // 1024} MB")
-    print("RSS " + "; ".join(lines))
+        _memory_mb(p) for p in privsep) + " MB")
+    lines.append(f"qemu (the server): {_memory_mb(qemu)} MB")
+    print("RSS/PSS " + "; ".join(lines))
