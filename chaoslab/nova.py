@@ -69,7 +69,7 @@ runs), with tests/lab/test_openstack_nova.py (``pytest -s`` prints the figures):
   placement-api 25/14 + 100/80, nova-api 25/14 + 159/138, neutron-api 25/14 + 168/147,
   nova-conductor 127/91, nova-scheduler 126/90, nova-compute 162/132 and its privsep
   daemon 44/38 (keystone 25/14 + 136/115): the seven services ~1.1 GB RSS, ~0.9 GB PSS;
-- a ``--nic none`` server on a 64 MiB blank qcow2 image: ACTIVE 3.2-3.8 s after the
+- a ``--nic none`` server on a 64 MiB blank qcow2 image: ACTIVE 3.2-4.3 s after the
   create returned; its qemu (TCG, no bootable disk, 32 MiB translation cache) 44/25 MB.
 """
 

@@ -14,7 +14,9 @@ keystone alone 53.5 s, 282 MB; python-openstackclient is ~9 s and ~70 MB of that
 goes there too, not into the harness's venv: it shares keystone's library stack and
 pins, while the harness's dependencies owe nothing to OpenStack's. With nova, glance,
 placement, neutron and libvirt-python of the same series (chaoslab/nova.py runs them)
-the cold build is 98 s and 619 MB.
+the cold build is 98 s and 619 MB. A rebuild deletes the venv first, so it is refused
+while any process runs from it (``venv_users``): pins changed under a running lab
+wait for its ``down``.
 
 Serving
 -------
@@ -134,8 +136,30 @@ def ensure_venv(cache: Path | None = None, *, timeout: float = BUILD_TIMEOUT) ->
         except ProbeTimeout as exc:
             raise LabError(f"keystone venv: {exc}") from exc
         if not venv_current(cache):  # the build we waited for may have made it
+            users = venv_users(venv)
+            if users:
+                # a rebuild starts by deleting the venv: under a running service (the
+                # lab's keystone while a test asks, say) that breaks its next import
+                raise LabError(f"OpenStack venv {venv} is out of date (the pins changed) "
+                               f"but processes {users[:5]} run from it: stop them "
+                               "(chaos lab down) and try again")
             _build(venv, timeout)
     return venv
+
+
+def venv_users(venv: Path) -> list[int]:
+    """Live processes whose command line names a path inside ``venv``."""
+    if not venv.exists():
+        return []
+    marker = str(venv).encode() + b"/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "cmdline").read_bytes() and procs.alive(int(entry.name)):
+                found.append(int(entry.name))
+    return sorted(found)
 
 
 def _build(venv: Path, timeout: float) -> None:
