@@ -59,17 +59,17 @@ runs), with tests/lab/test_openstack_nova.py (``pytest -s`` prints the figures):
 - the venv (chaoslab/openstack.py): a cold build (empty pip cache) 98 s wall, 69 s of
   user CPU, 619 MB; keystone's alone was 53.5 s and 282 MB, so these services add ~45 s
   and ~340 MB (nova, neutron and their libraries: os-ken, ovsdbapp, numpy, lxml…);
-- ``up`` with the venv built: 50-76 s in seven runs, median 63 s, the same on a plain
+- ``up`` with the venv built: 50-76 s in eight runs, median 64 s, the same on a plain
   MariaDB as on a one-node Galera (config, databases and keystone entries 6-9 s;
   schemas and cells, two at a time, 20-29 s; the four APIs answering 9-16 s;
   nova-compute up and in placement 12-15 s; discover_hosts 3-5 s); a second ``up``
-  over the same databases 50-70 s (nova-compute's service is already there);
+  over the same databases 50-75 s;
 - memory, idle after one server boot, RSS/PSS in MB (VmRSS of /proc/PID/status, Pss
   of /proc/PID/smaps_rollup; gunicorn: master + worker): glance-api 25/14 + 131/109,
   placement-api 25/14 + 100/80, nova-api 25/14 + 159/138, neutron-api 25/14 + 168/147,
   nova-conductor 127/91, nova-scheduler 126/90, nova-compute 162/132 and its privsep
   daemon 44/38 (keystone 25/14 + 136/115): the seven services ~1.1 GB RSS, ~0.9 GB PSS;
-- a ``--nic none`` server on a 64 MiB blank qcow2 image: ACTIVE 3.2-4.3 s after the
+- a ``--nic none`` server on a 64 MiB blank qcow2 image: ACTIVE 2.3-4.3 s after the
   create returned; its qemu (TCG, no bootable disk, 32 MiB translation cache) 44/25 MB.
 """
 
