@@ -9,10 +9,14 @@ that part upstream; its header says why pins are needed at all). The virtualenv 
 outside every lab, in ``$CHAOS_OPENSTACK_CACHE/venv`` (default
 /var/cache/chaos-openstack), built from Debian's ``/usr/bin/python3`` and reused by every
 lab and test; a stamp file names what it was built from, and it is built again only
-when that changes. Measured on the 2-core VM: a cold build (empty pip cache) 53.5 s,
-282 MB; python-openstackclient is ~9 s and ~70 MB of that, and goes there too, not into
-the harness's venv: it shares keystone's library stack and pins, while the harness's
-dependencies owe nothing to OpenStack's.
+when that changes. Measured on the 2-core VM: a cold build (empty pip cache) of
+keystone alone 53.5 s, 282 MB; python-openstackclient is ~9 s and ~70 MB of that, and
+goes there too, not into the harness's venv: it shares keystone's library stack and
+pins, while the harness's dependencies owe nothing to OpenStack's. With nova, glance,
+placement, neutron and libvirt-python of the same series (chaoslab/nova.py runs them)
+the cold build is 98 s and 619 MB. A rebuild deletes the venv first, so it is refused
+while any process runs from it (``venv_users``): pins changed under a running lab
+wait for its ``down``.
 
 Serving
 -------
@@ -60,9 +64,21 @@ from chaoslab.procs import Daemon
 # with them, but failed every request made with one (oslo.context 6 dropped
 # RequestContext._domain_id, which its auth middleware reads): HTTP 500
 KEYSTONE_VERSION = "30.0.0"
+# the rest of the same release series, 2026.2 (all four published on 2026-09-30 with
+# keystone 30.0.0): the services of chaoslab/nova.py share this venv and its pins
+NOVA_VERSION = "34.0.0"
+GLANCE_VERSION = "33.0.0"
+PLACEMENT_VERSION = "16.0.0"
+NEUTRON_VERSION = "29.0.0"
 PYTHON = "/usr/bin/python3"  # Debian's, as quickstart's own venv (python3-venv)
 CONSTRAINTS = Path(__file__).with_name("openstack-constraints.txt")
-PACKAGES = (f"keystone=={KEYSTONE_VERSION}", "PyMySQL", "gunicorn", "python-openstackclient")
+PACKAGES = (
+    f"keystone=={KEYSTONE_VERSION}", f"nova=={NOVA_VERSION}", f"glance=={GLANCE_VERSION}",
+    f"openstack-placement=={PLACEMENT_VERSION}", f"neutron=={NEUTRON_VERSION}",
+    # nova's libvirt driver imports it; built from source against Debian's libvirt-dev
+    # (quickstart installs gcc, pkg-config and libvirt-dev for the harness's own copy)
+    "libvirt-python", "PyMySQL", "gunicorn", "python-openstackclient",
+)
 DEFAULT_CACHE = Path("/var/cache/chaos-openstack")
 
 PUBLIC_PORT = 5000
@@ -70,7 +86,7 @@ ADMIN_USER = "admin"
 ADMIN_PROJECT = "admin"
 CLOUD_NAME = "chaos-lab"
 
-BUILD_TIMEOUT = 900.0  # a cold build takes ~55 s here; a slow mirror may take many times that
+BUILD_TIMEOUT = 900.0  # a cold build takes ~100 s here; a slow mirror may take many times that
 MANAGE_TIMEOUT = 120.0  # each keystone-manage step takes ~3 s here
 UP_TIMEOUT = 60.0  # the worker answers ~2.2 s after start
 STOP_TIMEOUT = 10.0  # graceful_timeout is 5 s; idle workers stop at once
@@ -120,8 +136,30 @@ def ensure_venv(cache: Path | None = None, *, timeout: float = BUILD_TIMEOUT) ->
         except ProbeTimeout as exc:
             raise LabError(f"keystone venv: {exc}") from exc
         if not venv_current(cache):  # the build we waited for may have made it
+            users = venv_users(venv)
+            if users:
+                # a rebuild starts by deleting the venv: under a running service (the
+                # lab's keystone while a test asks, say) that breaks its next import
+                raise LabError(f"OpenStack venv {venv} is out of date (the pins changed) "
+                               f"but processes {users[:5]} run from it: stop them "
+                               "(chaos lab down) and try again")
             _build(venv, timeout)
     return venv
+
+
+def venv_users(venv: Path) -> list[int]:
+    """Live processes whose command line names a path inside ``venv``."""
+    if not venv.exists():
+        return []
+    marker = str(venv).encode() + b"/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "cmdline").read_bytes() and procs.alive(int(entry.name)):
+                found.append(int(entry.name))
+    return sorted(found)
 
 
 def _build(venv: Path, timeout: float) -> None:
