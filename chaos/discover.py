@@ -1048,9 +1048,10 @@ def classify(snap: Snapshot, options: Options) -> Discovery:
         for note in found.notes:
             c.say("note", found.ref, note)
         if found.cluster and found.service != "libvirt":
-            c.say("note", found.ref, f"no pidfile or start in its pod spec: {PROCESS_FAULTS} "
-                  f"of {found.service} are refused (delete-pod and drain act through the API; "
-                  "the platform restarts what dies)")
+            c.say("note", found.ref, f"no pidfile or start in its pod spec: kill, freeze and "
+                  f"power-off of {found.service} are sent from its pod's node (they need the "
+                  "host's access), stop, wipe and fill-disk are refused; delete-pod and drain "
+                  "act through the API, and the platform restarts what dies")
 
     if not controllers:
         c.say("note", "inventory", "no Galera or RabbitMQ member found: an inventory needs at "

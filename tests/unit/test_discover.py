@@ -188,7 +188,8 @@ def test_openstack_helm_statefulsets_are_platform_clusters_on_their_nodes() -> N
                 "recovered by the platform")
     assert says(found, "found", "nova-compute")
     assert says(found, "ignored", "Deployment openstack/mariadb-ingress", "component ingress")
-    assert says(found, "note", "mariadb-server", "kill, stop, freeze", "refused")
+    assert says(found, "note", "mariadb-server", "kill, freeze and power-off",
+                "sent from its pod's node", "stop, wipe and fill-disk are refused")
     assert says(found, "note", "hosts", "partition", "refused")
     # where each secret is kept, named; the values never read
     assert says(found, "set", "CHAOS_DB_PASSWORD", "root",
