@@ -185,6 +185,10 @@ def _connect(ep: Endpoint, user: str, password: str) -> Conn:
                            write_timeout=IO_TIMEOUT, autocommit=True)
 
 
+# how long the writer leaves a node alone after it refused a connection
+RECONNECT_BACKOFF = 1.0
+
+
 class GaleraWriter:
     """Commits one row per operation, round-robin over the nodes that answer."""
 
@@ -241,15 +245,27 @@ class GaleraWriter:
     def _loop(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         conns: dict[str, Conn] = {}
-        n = 0
+        # a node that refused a connection is left alone for a while: each attempt costs
+        # a connect timeout on a site, and a port-forward stream (an exec in the node's
+        # kubelet) where the pod is reached through the API
+        retry_at: dict[str, float] = {}
+        n = turn = 0
         while not self._stop.is_set() and n < self.max_ops and time.monotonic() < deadline:
-            ep = self.endpoints[n % len(self.endpoints)]
+            ep = self.endpoints[turn % len(self.endpoints)]
+            turn += 1
+            resting = [e for e in self.endpoints if e.name not in conns
+                       and time.monotonic() < retry_at.get(e.name, 0.0)]
+            if ep in resting:
+                if len(resting) == len(self.endpoints):
+                    self._stop.wait(self.interval)  # every node rests: nothing to try now
+                continue
             n += 1
             op = uuid.uuid4().hex
             try:
                 conn = conns.get(ep.name) or _connect(ep, self.user, self.password)
                 conns[ep.name] = conn
             except pymysql.MySQLError:
+                retry_at[ep.name] = time.monotonic() + RECONNECT_BACKOFF
                 with self.ledger.lock:
                     self.ledger.failed += 1  # nothing was sent
                 self._stop.wait(self.interval)
