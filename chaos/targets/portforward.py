@@ -17,13 +17,14 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from typing import Any
 
 from chaos.dryrun import refuse
 from chaos.targets.base import TargetUnreachable
 
 IDLE = 300.0  # a relay with no traffic either way for this long is closed
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 16
 OPEN_TIMEOUT = 10.0
 
 _forwards: dict[tuple[str, str, int], Forward] = {}
@@ -50,11 +51,20 @@ class Forward:
             try:
                 conn, _ = self._listener.accept()
             except OSError:
-                return  # closed
+                if self._closed.is_set():
+                    return
+                # out of file descriptors or threads for a moment (a burst of relays):
+                # the listener must outlive it, or every later connection would hang
+                time.sleep(0.2)
+                continue
             if not self._slots.acquire(blocking=False):
                 conn.close()  # too many at once: the client sees a reset, not a hang
                 continue
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+            try:
+                threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+            except RuntimeError:  # no thread to be had: the client sees a reset
+                conn.close()
+                self._slots.release()
 
     def open_stream(self) -> Any:
         """A socket-like end of one port-forward stream to the pod's port."""
