@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -94,6 +95,12 @@ class K8sTarget(Target):
         self.api = api
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+        # the client's websocket calls (exec, port-forward) swap the ApiClient's
+        # call_api for the call's duration: on a client shared between threads, another
+        # thread's API call would go over a websocket, and interleaved swaps can leave it
+        # swapped for good. They get a client of their own, one call at a time.
+        self.streams = client.CoreV1Api(client.ApiClient(configuration=api.configuration))
+        self.stream_lock = threading.Lock()
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -181,8 +188,9 @@ class K8sTarget(Target):
         if self.container:
             kwargs["container"] = self.container
         try:
-            resp = stream(self.core.connect_get_namespaced_pod_exec, pod.metadata.name,
-                          self.namespace, **kwargs)
+            with self.stream_lock:
+                resp = stream(self.streams.connect_get_namespaced_pod_exec, pod.metadata.name,
+                              self.namespace, **kwargs)
         except Exception as exc:
             raise TargetUnreachable(f"{self.url}: exec: {exc}") from None
         out, err = [], []

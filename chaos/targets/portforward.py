@@ -72,9 +72,12 @@ class Forward:
 
         pod = self.target.pod()
         try:
-            stream = portforward(self.target.core.connect_get_namespaced_pod_portforward,
-                                 pod.metadata.name, self.target.namespace,
-                                 ports=str(self.port), _request_timeout=OPEN_TIMEOUT)
+            # the target's own client for websocket calls, one at a time (see K8sTarget)
+            with self.target.stream_lock:
+                stream = portforward(
+                    self.target.streams.connect_get_namespaced_pod_portforward,
+                    pod.metadata.name, self.target.namespace, ports=str(self.port),
+                    _request_timeout=OPEN_TIMEOUT)
         except Exception as exc:
             raise TargetUnreachable(f"{self.target.url}: port-forward to {self.port}: "
                                     f"{type(exc).__name__}: {exc}") from None

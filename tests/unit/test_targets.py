@@ -92,3 +92,19 @@ def test_docker_url_needs_host_and_one_container(url: str) -> None:
 
 def test_quote_fills_placeholders_shell_safely() -> None:
     assert quote("kill -s %s %s", "KILL", "1; reboot") == "kill -s KILL '1; reboot'"
+
+
+def test_websocket_calls_never_share_the_client_other_api_calls_use() -> None:
+    """The kubernetes client's exec and port-forward swap their ApiClient's call_api for
+    the call: on the client the target's other calls use, a concurrent read would go
+    over a websocket (seen: every port-forward of a run failing after a power-off)."""
+    from kubernetes import client
+
+    from chaos.targets.k8s import K8sTarget
+
+    api = client.ApiClient(client.Configuration())
+    target = K8sTarget("k8s://openstack/mariadb-server-0?container=mariadb", api=api)
+    assert target.streams.api_client is not target.core.api_client
+    assert target.core.api_client is api
+    assert target.stream_lock.acquire(blocking=False)
+    target.stream_lock.release()
