@@ -279,6 +279,22 @@ def plan(site: Site, kind: str, host_name: str, service: str | None = None, *,
                        "namespace", f"{service} on {host.name} runs again (SIGCONT)",
                        action=Action.SIGNAL, subject=f"CONT {name}", service=service)]
         return Fault(fid, kind, host.name, service, inject, revert, {service: [host.name]})
+    if kind == "wipe" and site.cluster(service).recovered_by == "platform" \
+            and (node := _from_node(svc, host)) is not None:
+        url, _ = node
+        datadir = svc.section(host).datadir if hasattr(svc, "section") else None
+        if not datadir:
+            raise ConfigError(f"{host.name}.{service}: no data directory to wipe")
+        cluster = site.cluster(service)
+        inject = [Step(url, f"delete the data behind {datadir} of {url} on its node (PVC "
+                       "or hostPath), then the pod", f"{service} data on {host.name} is "
+                       "gone, as on a lost disk", action=Action.WIPE_POD, subject=datadir,
+                       timeout=60, service=service)]
+        revert = [Step(url, f"wait for a Ready pod behind {url} (the platform makes it "
+                       "anew)", f"{service} on {host.name} is back, by the platform",
+                       action=Action.AWAIT_READY, timeout=cluster.deadline_seconds,
+                       service=service)]
+        return Fault(fid, kind, host.name, service, inject, revert, {service: [host.name]})
     proc = svc.process(site, host)
     if kind == "stop":
         # a clean shutdown, as an operator's stop would do it; bounded wait for the exit

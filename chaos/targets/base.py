@@ -32,6 +32,9 @@ class Action(StrEnum):
     REBOOT_CLUSTER = "reboot-cluster"
     # cut a pod on a pod network from the pods on other nodes, inside its own network
     # namespace (entered from its node), and undo it
+    # a lost disk under a pod: the data behind the volume mounted at ``subject`` (a
+    # PVC's PV, or a hostPath) deleted on its node, then the pod
+    WIPE_POD = "wipe-pod"
     PARTITION_POD = "partition-pod"
     UNPARTITION_POD = "unpartition-pod"
 

@@ -280,6 +280,44 @@ class K8sTarget(Target):
         return CommandResult(self.url, f"unpartition {fault_id}", 0,
                              f"{pod.metadata.name} reachable again", "")
 
+    def data_path(self, pod: Any, mount: str) -> tuple[str, str]:
+        """(where the data mounted at ``mount`` lives on the pod's node, what it is):
+        a PersistentVolumeClaim's volume (local or hostPath), or a hostPath."""
+        containers = [c for c in pod.spec.containers if self.container in (None, c.name)]
+        mounts = [m for c in containers[:1] for m in (c.volume_mounts or [])
+                  if m.mount_path.rstrip("/") == mount.rstrip("/")]
+        if not mounts:
+            raise TargetError(f"{self.url}: nothing is mounted at {mount}")
+        volume = next((v for v in pod.spec.volumes or [] if v.name == mounts[0].name), None)
+        if volume is not None and volume.host_path is not None:
+            return str(volume.host_path.path), "hostPath"
+        if volume is None or volume.persistent_volume_claim is None:
+            raise TargetError(f"{self.url}: {mount} is neither a claim nor a hostPath")
+        claim = self._call("read claim", self.core.read_namespaced_persistent_volume_claim,
+                           volume.persistent_volume_claim.claim_name, self.namespace)
+        pv = self._call("read volume", self.core.read_persistent_volume,
+                        claim.spec.volume_name)
+        source = pv.spec.local or pv.spec.host_path
+        if source is None:
+            raise TargetError(f"{self.url}: volume {pv.metadata.name} is not local or "
+                              "hostPath: its data is not on the node")
+        return str(source.path), f"PVC {claim.metadata.name} (PV {pv.metadata.name})"
+
+    def wipe(self, mount: str, *, timeout: float = 60.0) -> CommandResult:
+        """A lost disk: the data of the volume at ``mount`` deleted on the pod's node,
+        then the pod deleted (its controller makes a new one, on empty data)."""
+        pod = self.pod()
+        path, what = self.data_path(pod, mount)
+        if path.rstrip("/") in ("", "/", "/var", "/var/lib", "/etc", "/usr"):
+            raise TargetError(f"{self.url}: refusing to wipe {path!r}")
+        shell = self._node_shell(pod, "a wipe")
+        shell.run(quote("find %s -mindepth 1 -delete", path), timeout=timeout).check()
+        self._call("delete pod", self.core.delete_namespaced_pod, pod.metadata.name,
+                   self.namespace, grace_period_seconds=0)
+        return CommandResult(self.url, f"wipe {mount}", 0,
+                             f"{pod.metadata.name}: {what} at {path} on "
+                             f"{pod.spec.node_name} emptied; pod deleted", "")
+
     def crash(self, process: str, *, timeout: float = 30.0, signal: str = "KILL") -> CommandResult:
         """SIGKILL every ``process`` (its name in the process table) of this target's
         container, from the PID namespace of the node the pod runs on: the container's
@@ -337,6 +375,10 @@ class K8sTarget(Target):
             if not re.fullmatch(r"[A-Z]+", sig) or not name:
                 raise ConfigError(f"{self.url}: a signal action names 'SIGNAL process'")
             return self.crash(name, timeout=timeout, signal=sig)
+        if action is Action.WIPE_POD:
+            if subject is None:
+                raise ConfigError(f"{self.url}: a wipe names the data's mount path")
+            return self.wipe(subject, timeout=timeout)
         if action is Action.REBOOT_CLUSTER:
             if subject is None:
                 raise ConfigError(f"{self.url}: a cluster reboot names the state ConfigMap")

@@ -284,3 +284,14 @@ def test_a_freeze_of_a_pod_is_stop_then_cont_from_its_node() -> None:
     fault = plan(pod_site(platform=True), "freeze", "ctl2", "galera")
     assert [(s.action, s.subject) for s in fault.inject] == [(Action.SIGNAL, "STOP mariadbd")]
     assert [(s.action, s.subject) for s in fault.revert] == [(Action.SIGNAL, "CONT mariadbd")]
+
+
+def test_a_wipe_of_a_platform_pod_empties_its_volume_on_the_node_then_deletes_the_pod() -> None:
+    fault = plan(pod_site(platform=True), "wipe", "ctl1", "galera")
+    (wipe,), (back,) = fault.inject, fault.revert
+    assert wipe.action is Action.WIPE_POD and wipe.subject == "/var/lib/mysql"
+    assert "PVC or hostPath" in wipe.command
+    assert back.action is Action.AWAIT_READY and back.timeout == 420
+    # where the harness recovers, a wipe stays a kill, the data directory emptied, a start
+    harness = plan(pod_site(platform=False), "wipe", "ctl1", "galera")
+    assert [s.action for s in harness.inject] == [None, None]
