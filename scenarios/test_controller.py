@@ -29,8 +29,10 @@ def test_power_off_a_controller_both_clusters_keep_quorum_and_take_it_back(
     expect.rabbit_healthy(site)
     with workload.running():
         power = faults.add("power-off", victim)
-        expect.galera_quorum(site, others, journal=journal)
-        expect.rabbit_running(site, others, journal=journal)
+        expect.galera_quorum(site, others, journal=journal,
+                             at_least=site.cluster("galera").recovered_by == "platform")
+        expect.rabbit_running(site, others, journal=journal,
+                              at_least=site.cluster("rabbitmq").recovered_by == "platform")
         # the host comes back: its RabbitMQ node restarts as is, Galera rejoins by IST
         for step in power.revert:
             if step.service == "rabbitmq":

@@ -38,7 +38,8 @@ def test_kill_one_node_leader_moves_no_confirmed_message_lost(
                       if c.rabbitmq and c.rabbitmq.node == old_leader)
         others = [h for h in rabbit_hosts(site) if h != victim]
         faults.add("kill", victim, "rabbitmq")
-        expect.rabbit_running(site, others, journal=journal)
+        expect.rabbit_running(site, others, journal=journal,
+                              at_least=site.cluster("rabbitmq").recovered_by == "platform")
         new_leader = expect.new_queue_leader(site, queue, old_leader, timeout=60)
         confirmed(workload, sent + 10)
         plan = recover_rabbitmq.recover(site, journal=journal)
