@@ -388,8 +388,11 @@ class BootDelete:
     (``requests``), every operation's (``operations``). Server names carry a prefix
     unique to the run, so the verdict's cleanup finds this run's servers alone.
 
-    A status poll that fails is recorded and waited past (the server may well become
-    ACTIVE while the API is down); a failed create or delete fails the operation, and
+    A status poll that fails is recorded and, by default, waited past (the server may
+    well become ACTIVE while the API is down: what a user of the cloud sees is a boot
+    that took longer); with ``strict=True`` it fails the operation, as Rally's
+    ``wait_for_status`` does, and the server is deleted if the API lets it, else left to
+    the verdict's cleanup. A failed create or delete fails the operation either way, and
     a worker pauses ``backoff`` seconds after a failure rather than spin on a dead API.
     Each thread has a connection of its own (an SDK connection is not shared between
     threads). Concurrency 2 by default: a boot costs this 2-core machine's nova-compute
@@ -401,7 +404,7 @@ class BootDelete:
     def __init__(self, site: Site | None = None, *, config: CloudConfig | None = None,
                  image: str | None = None, flavor: str | None = None, concurrency: int = 2,
                  max_ops: int = 200, max_seconds: float = 900.0, read_interval: float = 1.0,
-                 backoff: float = 2.0, check_placement: bool = True,
+                 backoff: float = 2.0, check_placement: bool = True, strict: bool = False,
                  active_timeout: float = ACTIVE_TIMEOUT,
                  delete_timeout: float = DELETE_TIMEOUT, timeout: float = API_TIMEOUT,
                  min_success: float | None = None, max_window: float | None = None) -> None:
@@ -423,6 +426,7 @@ class BootDelete:
         self.read_interval, self.backoff, self.timeout = read_interval, backoff, timeout
         self.active_timeout, self.delete_timeout = active_timeout, delete_timeout
         self.check_placement = check_placement
+        self.strict = strict
         self.min_success, self.max_window = min_success, max_window
         self.prefix = f"chaos-bd-{uuid.uuid4().hex[:8]}"
         self.ledger = OpLedger()
@@ -438,7 +442,8 @@ class BootDelete:
     # ---- Oracle words ------------------------------------------------------------
     def describe(self) -> str:
         return (f"openstack: boot and delete servers {self.prefix}-* ({self.concurrency} "
-                f"at a time, image {self.image}, flavor {self.flavor}, no NIC) at "
+                f"at a time{', strict polls' if self.strict else ''}, image {self.image}, "
+                f"flavor {self.flavor}, no NIC) at "
                 f"{self.config.auth_url}, with a token and list read every "
                 f"{self.read_interval:g}s")
 
@@ -504,9 +509,10 @@ class BootDelete:
             t.start()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Ask every thread to stop and wait for them: an operation in flight finishes
-        its delete (bounded by its own timeouts), so waiting here is bounded by
-        ``timeout`` plus nothing: a thread still busy then is left to its bounds."""
+        """Ask every thread to stop and wait for them: an operation in flight goes on
+        to its delete, so this waits up to the larger of ``timeout`` and a delete's
+        bounds; a thread still busy after that is left to its own bounds (the verdict's
+        cleanup finds its server by the run's prefix)."""
         self._stop.set()
         deadline = time.monotonic() + max(timeout, self.delete_timeout + 2 * self.timeout)
         for t in self._threads:
@@ -583,6 +589,8 @@ class BootDelete:
                 last = "gone" if found is None else str(found.status)
                 if done(found):
                     return last
+            elif self.strict:
+                return "unknown (the poll failed)"
             time.sleep(1.0)
         return last
 

@@ -10,7 +10,8 @@ file reference). Three runs:
 - nova-api killed (SIGKILL to its gunicorn master, by its pidfile) for 15 s while the
   workload runs, then started again by its start command as the harness does: the
   verdict reports the error window of nova's API and judges it against the stated
-  thresholds (95 % of operations, a window of at most 30 s).
+  thresholds (95 % of operations, a window of at most 30 s); once with failed polls
+  waited past (the default), once strict (a failed poll fails the operation).
 
 Everything started here is stopped by the stack's teardown. ``pytest -s`` prints the
 figures."""
@@ -145,13 +146,17 @@ def test_an_orphaned_allocation_is_reported(site: Site) -> None:
         conn.close()
 
 
-def test_nova_api_killed_for_fifteen_seconds(cloud: Cloud, site: Site) -> None:
-    """SIGKILL of nova-api's gunicorn master (its worker follows within ~1 s) while two
-    workers boot and delete, then its start command 15 s later. The verdict reports
-    nova's API error window and judges it."""
+@pytest.mark.parametrize("strict", [False, True], ids=["polls-tolerated", "strict"])
+def test_nova_api_killed_for_fifteen_seconds(cloud: Cloud, site: Site, strict: bool) -> None:
+    """SIGKILL of nova-api's gunicorn master (its worker serves on until it notices,
+    several seconds) while two workers boot and delete, then its start command 15 s
+    after both are gone. The verdict reports nova's API error window and judges it.
+    Polls tolerated (the default), an operation caught polling rides the outage out;
+    strict (Rally's way), it fails, creates fail until nova-api is back, and the servers
+    whose delete failed are left for the verdict's cleanup."""
     nova = cloud.nova
     pidfile = nova.pidfile("nova-api")
-    w = workload(site, max_ops=1000, concurrency=2, max_seconds=90)
+    w = workload(site, max_ops=1000, concurrency=2, max_seconds=90, strict=strict)
     clock = time.monotonic()
     w.start()
     try:
@@ -185,3 +190,5 @@ def test_nova_api_killed_for_fifteen_seconds(cloud: Cloud, site: Site) -> None:
     assert v.placement is not None and v.placement.ok, v.placement
     # the verdict is the stated thresholds' arithmetic, whatever the run measured
     assert v.ok == (v.success_rate >= MIN_SUCCESS and v.error_window <= MAX_WINDOW)
+    if strict:
+        assert v.success_rate < MIN_SUCCESS and not v.ok, v.summary()

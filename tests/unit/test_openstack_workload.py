@@ -220,3 +220,49 @@ def test_the_example_inventory_is_valid() -> None:
 
     s = inventory.load(Path(__file__).parents[2] / "docs" / "examples" / "openstack-cloud.yaml")
     assert s.openstack is not None and s.openstack.auth.password.env == "OS_PASSWORD"
+
+
+class FakeOracle:
+    """What Workload needs of an oracle it is handed (``also=``)."""
+
+    name = "openstack"
+    kind = "availability"
+
+    def __init__(self) -> None:
+        from chaos.oracle import OpLedger
+
+        self.ledger = OpLedger()
+        self.calls: list[str] = []
+
+    def describe(self) -> str:
+        return "fake"
+
+    def promise(self) -> str:
+        return "fake"
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.calls.append("stop")
+
+    def verdict(self) -> Any:
+        self.calls.append("verdict")
+        return judge(ops(3, 0), [], end=1.0)
+
+    def cleanup(self) -> None:
+        self.calls.append("cleanup")
+
+
+def test_a_scenario_hands_the_workload_its_openstack_oracle() -> None:
+    from chaos.workload import Workload
+
+    s = inventory.parse(site())
+    journal = Journal()
+    fake = FakeOracle()
+    workload = Workload(s, journal)
+    with workload.running(also=[fake], galera=False, rabbitmq=False) as running:
+        assert running.oracle("openstack") is fake
+    running.assert_nothing_lost()
+    assert fake.calls == ["start", "stop", "verdict", "cleanup"]
+    assert journal.properties()["openstack_success_rate"] == 1.0
