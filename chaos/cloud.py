@@ -573,14 +573,14 @@ class BootDelete:
             return failed("delete", error, server)
         gone = self._poll(conn, server, self.delete_timeout, lambda s: s is None)
         if gone != "gone":
-            return failed("gone", f"still {gone} after {self.delete_timeout:g}s", server)
+            return failed("gone", f"not gone: {gone}", server)
         return Operation(name, True, time.monotonic() - clock, server)
 
     def _poll(self, conn: Connection, server: str, timeout: float,
               done: Callable[[Any], bool]) -> str:
         """GET the server each second until ``done`` (of the server, None once it is
         gone) or ``timeout``; its last status, "gone", or "unknown". A failed GET is
-        recorded and waited past."""
+        recorded and waited past, or, ``strict``, ends the wait at once."""
         deadline = time.monotonic() + timeout
         last = "unknown"
         while time.monotonic() < deadline:
