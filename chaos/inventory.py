@@ -159,6 +159,49 @@ class KeystoneNode(Model):
     start: str | None = None
 
 
+def _http_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL with a host")
+    return value
+
+
+HttpURL = Annotated[str, AfterValidator(_http_url)]
+
+
+class CloudAuth(Model):
+    """The ``auth:`` of a clouds.yaml entry (password auth), the password by reference."""
+
+    auth_url: HttpURL  # keystone's public API, .../v3
+    username: str = Field(min_length=1)
+    password: Secret
+    project_name: str = Field(min_length=1)
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+
+
+class OpenStackCloud(Model):
+    """An OpenStack cloud as its users reach it, in clouds.yaml's words: the site's
+    ``openstack:`` section. The OpenStack workload (``chaos.cloud``) runs against it;
+    ``image`` and ``flavor`` name what its servers boot from (small ones)."""
+
+    auth: CloudAuth
+    region_name: str | None = None
+    interface: Literal["public", "internal", "admin"] = "public"
+    verify: bool = True  # TLS certificates checked
+    cacert: Path | None = None  # a CA bundle of the site's own
+    image: str | None = None
+    flavor: str | None = None
+
+    @model_validator(mode="after")
+    def _ca_only_when_verifying(self) -> OpenStackCloud:
+        if self.cacert is not None and not self.verify:
+            raise ValueError("cacert: not with verify: false")
+        return self
+
+
 class Docker(Model):
     socket: str = "unix:///var/run/docker.sock"
     pidfile: str | None = None
@@ -282,6 +325,8 @@ class Site(Model):
     firewall: Literal["host", "local"] = "host"
     credentials: Credentials
     kubernetes: Kubernetes | None = None
+    # OpenStack as its users reach it (clouds.yaml style), where the site runs it
+    openstack: OpenStackCloud | None = None
     controllers: list[Controller] = Field(min_length=1)
     computes: list[Compute] = []
     # per cluster (a service's name: galera, rabbitmq), who recovers it; unnamed: the harness

@@ -37,6 +37,7 @@ class Event(StrEnum):
     ORACLE_RABBITMQ = "oracle.rabbitmq"  # the RabbitMQ verdict
     ORACLE_VMS = "oracle.vms"  # the VM survival verdict
     ORACLE_API = "oracle.api"  # the OpenStack API's answers while the scenario ran
+    ORACLE_OPENSTACK = "oracle.openstack"  # the boot/delete workload and placement (chaos.cloud)
     CHECK = "check"  # an outcome check and its result
     DEGRADED = "degraded"  # a cluster observed short of quorum or members (downtime starts)
     QUORUM = "quorum"  # a cluster observed with quorum again (MTTR and downtime end)
@@ -113,6 +114,13 @@ class Journal:
             elif entry["event"] == Event.ORACLE_API:
                 props["api_success_rate"] = entry["success_rate"]
                 props["api_error_window_seconds"] = entry["error_window"]
+            elif entry["event"] == Event.ORACLE_OPENSTACK:
+                props["openstack_success_rate"] = entry["success_rate"]
+                props["openstack_error_window_seconds"] = entry["error_window"]
+                props["openstack_servers_left"] = entry["left_behind"]
+                props["openstack_servers_not_removed"] = entry["not_removed"]
+                if entry.get("placement_ok") is not None:
+                    props["placement_consistent"] = entry["placement_ok"]
             elif entry["event"] == Event.ORACLE_VMS:
                 props["vms_survived"] = len(entry["survived"])
                 props["vms_died"] = len(entry["died"]) + len(entry["restarted"])

@@ -313,6 +313,18 @@ def oracle_words(e: dict[str, Any]) -> str:
         if e.get("first_error"):
             text += f"; first error: {e['first_error']}"
         return text
+    if e["event"] == Event.ORACLE_OPENSTACK:
+        text = (f"OpenStack: {_count(e.get('succeeded'))} of {_count(e.get('operations'))} "
+                f"boot/delete operations ({float(e.get('success_rate') or 0):.0%}), longest "
+                f"API error window {float(e.get('error_window') or 0):.1f}s, "
+                f"{_count(e.get('left_behind'))} servers left ({_count(e.get('removed'))} "
+                f"removed, {_count(e.get('not_removed'))} not)")
+        if e.get("placement_ok") is not None:
+            text += ", placement " + ("consistent" if e["placement_ok"] else
+                                      f"INCONSISTENT: {e.get('placement')}")
+        if e.get("first_error"):
+            text += f"; first error: {e['first_error']}"
+        return text
     text = (f"VMs: {_count(e.get('survived'))} survived, {_count(e.get('restarted'))} "
             f"restarted, {_count(e.get('died'))} died")
     for what in ("restarted", "died"):
@@ -321,7 +333,8 @@ def oracle_words(e: dict[str, Any]) -> str:
     return text
 
 
-ORACLES = (Event.ORACLE_GALERA, Event.ORACLE_RABBITMQ, Event.ORACLE_API, Event.ORACLE_VMS)
+ORACLES = (Event.ORACLE_GALERA, Event.ORACLE_RABBITMQ, Event.ORACLE_API,
+           Event.ORACLE_OPENSTACK, Event.ORACLE_VMS)
 
 
 def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

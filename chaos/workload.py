@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from chaos import dryrun
 from chaos.errors import ConfigError
@@ -50,9 +50,12 @@ class Workload:
         return found if isinstance(found, RabbitPublisher) else None
 
     @contextlib.contextmanager
-    def running(self, **wanted: bool) -> Iterator[Workload]:
+    def running(self, *, also: Sequence[Oracle] = (), **wanted: bool) -> Iterator[Workload]:
         """Every service's oracle where the site runs the service; ``galera=False`` (any
-        service's name) leaves one out."""
+        service's name) leaves one out. ``also``: oracles a scenario asks for by itself,
+        run and judged beside them under their own names (the OpenStack boot/delete
+        workload, ``chaos.cloud.BootDelete``: site-level, and it spends the cloud's
+        capacity, so never implied by the inventory)."""
         unknown = sorted(set(wanted) - set(SERVICES))
         if unknown:
             raise ConfigError(f"workload: unknown service(s) {', '.join(unknown)} "
@@ -64,6 +67,10 @@ class Workload:
                 made = SERVICES[name].oracle(self.site)
                 if made is not None:
                     self.oracles[name] = made
+        for extra in also:
+            if extra.name in self.oracles:
+                raise ConfigError(f"workload: two oracles named {extra.name}")
+            self.oracles[extra.name] = extra
         started = list(self.oracles.values())
         rehearsal = dryrun.active()
         if rehearsal is not None:
@@ -77,7 +84,8 @@ class Workload:
                 w.start()
             self.journal.event(Event.WORKLOAD_START,
                                **{name: name in self.oracles for name in SERVICES
-                                  if name in present})
+                                  if name in present},
+                               **{extra.name: True for extra in also})
             time.sleep(0.5)  # something acknowledged before the fault
             yield self
         finally:

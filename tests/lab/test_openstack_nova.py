@@ -12,210 +12,30 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import shlex
-import shutil
 import signal
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 from chaos.services.libvirt import with_libvirt
 from chaos.steps import restart_log, start_unless_running
 from chaos.wait import wait_for
 from chaoslab import procs
-from chaoslab.compute import DEFAULT_CAPABILITIES_CACHE, QEMU_CONF, libvirtd_conf, qemu_pid_by_uuid
-from chaoslab.fleet import LIBVIRT_DIRS, LIBVIRT_PORT
-from chaoslab.galera import INNODB_SETTINGS, INSTALL_DB, MARIADBD, OS_USER, GaleraLab
-from chaoslab.model import Host, LabSecrets
-from chaoslab.nova import Admin, NovaLab
-from chaoslab.openstack import ADMIN_PROJECT, ADMIN_USER, KeystoneLab
-from chaoslab.procs import Daemon
-from chaoslab.rabbitmq import RabbitLab
+from chaoslab.compute import qemu_pid_by_uuid
+
+from .openstack_stack import Addresses, Cloud, running_stack
 
 # outside the lab's addresses (127.0.0.x, 127.0.1.x): runs beside a running lab
-MARIADB, RABBIT, KEYSTONE, CONTROLLER, COMPUTE = (f"127.0.3.{n}" for n in range(1, 6))
-EPMD_PORT = 4380  # not the lab's 4369
-
-
-class PlainMariaDB:
-    """One mariadbd, no Galera: a data directory made by mariadb-install-db, TCP on
-    ``address``:3306, and an account for the services."""
-
-    def __init__(self, root: Path, address: str, user: str, password: str) -> None:
-        self.root, self.address, self.user, self.password = root, address, user, password
-        self.cnf = root / "my.cnf"
-        self.socket = root / "mysqld.sock"
-
-    def url_base(self) -> str:
-        quoted = urllib.parse.quote(self.password, safe="")
-        return f"mysql+pymysql://{self.user}:{quoted}@{self.address}:3306"
-
-    def up(self, register: Callable[[Daemon], None]) -> None:
-        import pwd
-
-        account = pwd.getpwnam(OS_USER)
-        self.root.mkdir(parents=True)
-        os.chown(self.root, account.pw_uid, account.pw_gid)
-        self.cnf.write_text(f"""[mysqld]
-user = {OS_USER}
-bind-address = {self.address}
-port = 3306
-datadir = {self.root / "data"}
-socket = {self.socket}
-pid-file = {self.root / "mysqld.pid"}
-log-error = {self.root / "mysqld.log"}
-{INNODB_SETTINGS}
-max_connections = 500
-""")
-        procs.run([INSTALL_DB, f"--defaults-file={self.cnf}", "--skip-test-db",
-                   "--auth-root-authentication-method=socket"], timeout=120)
-        daemon = procs.spawn("mariadbd", [MARIADBD, f"--defaults-file={self.cnf}"],
-                             log=self.root / "out.log")
-        register(daemon)
-        wait_for(lambda: (self.socket.exists() and procs.port_open(self.address, 3306),
-                          "not listening"), what="mariadbd listening", timeout=60)
-        conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=10)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (self.user, self.password))
-                cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@'%%'", (self.user,))
-            conn.commit()
-        finally:
-            conn.close()
-
-
-class NamespacedLibvirtd:
-    """libvirtd as a process of this host in a mount namespace of its own (as
-    chaoslab.fleet runs it), listening on ``address``:16509."""
-
-    def __init__(self, root: Path, address: str) -> None:
-        self.root, self.address = root, address
-        self.pidfile = root / "libvirtd.pid"
-        self.uri = f"qemu+tcp://{address}:{LIBVIRT_PORT}/system"
-
-    def up(self, register: Callable[[Daemon], None]) -> None:
-        for sub in LIBVIRT_DIRS:
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        (self.root / "etc" / "libvirtd.conf").write_text(
-            libvirtd_conf("nova-test", self.address, LIBVIRT_PORT))
-        (self.root / "etc" / "qemu.conf").write_text(QEMU_CONF)
-        capabilities = self.root / "cache" / "qemu" / "capabilities"
-        capabilities.mkdir(parents=True, exist_ok=True)
-        for xml in DEFAULT_CAPABILITIES_CACHE.glob("*.xml"):  # warm: saves ~9 s
-            shutil.copy2(xml, capabilities / xml.name)
-        binds = " && ".join(f"mount --bind {shlex.quote(str(self.root / sub))} {target}"
-                            for sub, target in LIBVIRT_DIRS.items())
-        script = self.root / "libvirtd.sh"
-        script.write_text(f"mount --make-rprivate / && {binds} && exec /usr/sbin/libvirtd "
-                          f"--listen --pid-file {shlex.quote(str(self.pidfile))}\n")
-        register(procs.spawn("libvirtd", ["unshare", "--mount", "--propagation", "private",
-                                          "sh", str(script)],
-                             log=self.root / "out.log", pidfile=self.pidfile))
-
-        def answers() -> tuple[bool, str]:
-            try:
-                return True, str(with_libvirt(self.uri, lambda c: c.getLibVersion(),
-                                              timeout=3, what="ping"))
-            except Exception as exc:  # any failure means "not yet"
-                return False, str(exc)[:200]
-
-        wait_for(answers, what=f"libvirtd at {self.uri}", timeout=90, interval=0.5)
-
-
-def qemu_pids_under(root: Path) -> list[int]:
-    """qemu processes whose command line names a path under ``root`` (their disks)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes()
-            if b"qemu-system" in cmdline.split(b"\0", 1)[0] and str(root).encode() in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
-@dataclass
-class Cloud:
-    root: Path
-    keystone: KeystoneLab
-    nova: NovaLab
-    libvirt: NamespacedLibvirtd
-    up_seconds: float
-    daemons: list[Daemon] = field(default_factory=list)
-
-    def openstack(self, *args: str, timeout: float = 120) -> str:
-        result = procs.run([str(self.keystone.venv / "bin" / "openstack"), *args],
-                           timeout=timeout, check=False,
-                           env={**self.keystone.openstack_env(), "PYTHONWARNINGS": "ignore"})
-        assert result.returncode == 0, f"openstack {' '.join(args)}: {result.stderr[-800:]}"
-        return result.stdout
+AT = Addresses.from_base(1, epmd_port=4380)  # 127.0.3.1-5; epmd not the lab's 4369
 
 
 @pytest.fixture(scope="module")
 def cloud(root_required: None) -> Iterator[Cloud]:
-    root = Path("/tmp/h-nova/run")
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    root.chmod(0o755)  # mariadbd runs as mysql and lives under it
-    cache = Path(os.environ.get("CHAOS_OPENSTACK_CACHE") or "/tmp/h-nova/cache")
-    secrets = LabSecrets.load_or_create(root)
-    db = PlainMariaDB(root / "mariadb", MARIADB, secrets.db_user, secrets.db_password)
-    # CHAOS_NOVA_TEST_DB=galera: a one-node Galera (wsrep on, as the lab's) instead
-    galera = (GaleraLab(root / "galera", [Host("db1", MARIADB)], secrets)
-              if os.environ.get("CHAOS_NOVA_TEST_DB") == "galera" else None)
-    rabbit = RabbitLab(root / "rabbitmq", [Host("rmq1", RABBIT)], secrets, epmd_port=EPMD_PORT)
-    libvirt = NamespacedLibvirtd(root / "libvirt", COMPUTE)
-    keystone = KeystoneLab(root / "keystone", KEYSTONE, db.url_base() + "/keystone",
-                           cache=cache)
-    user = urllib.parse.quote(secrets.rabbit_user, safe="")
-    password = urllib.parse.quote(secrets.rabbit_password, safe="")
-    nova = NovaLab(root / "openstack", CONTROLLER, db.url_base(),
-                   f"rabbit://{user}:{password}@{RABBIT}:5672/",
-                   Admin(keystone.auth_url, ADMIN_USER, keystone.admin_password(),
-                         ADMIN_PROJECT),
-                   libvirt.uri, compute_address=COMPUTE, cache=cache)
-    owned: dict[str, list[Daemon]] = {k: [] for k in ("db", "rabbit", "libvirt", "keystone",
-                                                      "nova")}
-    try:
-        started = time.monotonic()
-        (galera or db).up(owned["db"].append)
-        rabbit.up(owned["rabbit"].append)
-        libvirt.up(owned["libvirt"].append)
-        keystone.up(owned["keystone"].append)
-        deps = time.monotonic()
-        nova.up(owned["nova"].append)
-        up = time.monotonic() - deps
-        print(f"\nup: dependencies {deps - started:.1f}s, nova.up {up:.1f}s ("
-              + ", ".join(f"{k} {v:.1f}s" for k, v in nova.timings.items()) + ")")
-        yield Cloud(root, keystone, nova, libvirt, up, owned["nova"])
-    finally:
-        errors = []
-        for stop in (lambda: nova.down(owned["nova"]),
-                     lambda: procs.stop(qemu_pids_under(root), timeout=10),
-                     lambda: procs.stop([p for d in owned["libvirt"] for p in d.pids()],
-                                        timeout=10),
-                     lambda: keystone.down(owned["keystone"]),
-                     lambda: rabbit.down(owned["rabbit"]),
-                     lambda: (galera.down(owned["db"]) if galera else
-                              procs.stop([d.pid for d in owned["db"]], timeout=20))):
-            try:
-                stop()
-            except Exception as exc:  # stop the rest regardless
-                errors.append(exc)
-        assert not errors, errors
-        assert nova.daemon_pids() == [] and qemu_pids_under(root) == []
-        listening = [f"{a}:{p}" for a, p in ((CONTROLLER, 8774), (CONTROLLER, 9696),
-                                             (COMPUTE, LIBVIRT_PORT), (KEYSTONE, 5000),
-                                             (RABBIT, 5672), (MARIADB, 3306))
-                     if procs.port_open(a, p)]
-        assert listening == []
+    with running_stack(Path("/tmp/h-nova/run"), AT) as stack:
+        yield stack
 
 
 def _memory_mb(pid: int) -> str:
