@@ -160,20 +160,21 @@ def test_a_partition_cuts_the_pod_on_the_pod_network(osh_lab: Lab, site: Site) -
     expect.galera_healthy(site, timeout=120)
 
 
-def test_the_platform_drills_pass_against_the_discovered_site(
+def test_the_stall_drill_passes_against_the_discovered_site(
     osh_lab: Lab, site: Site, tmp_path: Path
 ) -> None:
     report = tmp_path / "report"
     result = chaos("run", "--inventory", str(osh_lab.kube_inventory_file), "--report-dir",
-                   str(report), "-q", "-rs", "-k", "test_platform or test_partition_one_node",
-                   timeout=1800)
+                   str(report), "-q", "-rs", "-k",
+                   "test_a_stalled_platform or test_partition_one_node", timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     suite = ET.parse(report / "junit.xml").getroot().find("testsuite")
     assert suite is not None
     cases = {c.get("name"): [e.tag for e in c if e.tag in ("failure", "error", "skipped")]
              for c in suite.iter("testcase")}
+    # (the full outage the platform settles alone is left to `chaos run`: 150-500 s of
+    # the chart's election, measured; the stall's watch alone is 210 s)
     assert cases == {
-        "test_platform_recovers_a_full_outage_by_itself": [],
         "test_a_stalled_platform_is_reported_then_taken_over_with_nothing_lost": [],
         "test_partition_one_node_minority_non_primary_then_rejoins": [],
     }, cases
