@@ -132,7 +132,9 @@ def test_a_crash_from_the_node_is_watched_while_the_platform_brings_it_back(
     result = chaos("fault", "kill", "--node", "ctl2", "--service", "galera", "--inventory", inv)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "from its node's PID namespace" in result.stdout
-    expect.galera_quorum(site, ["ctl1", "ctl3"], timeout=60)
+    # the kubelet may have restarted the container before the first look: a quorum of
+    # the other two, or of all three again (seen in CI under load)
+    expect.galera_quorum(site, ["ctl1", "ctl3"], timeout=60, at_least=True)
     # the harness watches; the kubelet restarts the container, the start script joins
     watched = chaos("recover", "galera", "--inventory", inv)
     assert watched.returncode == 0, watched.stdout + watched.stderr
