@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from chaos import dryrun
 from chaos.dryrun import refuse
 from chaos.errors import ConfigError
 from chaos.journal import Event
@@ -58,6 +60,7 @@ DELETE_TIMEOUT = 120.0  # a server gone
 CLEANUP_TIMEOUT = 180.0  # every leftover removed
 SETTLE_TIMEOUT = 60.0  # placement agreeing with nova after the heal
 PLACEMENT_MICROVERSION = "1.14"
+EXISTING_LIMIT = 1000  # servers that existed before, followed through the run
 NOVA_MICROVERSION = "2.47"  # a server's flavor embedded (vcpus, ram)
 
 
@@ -302,6 +305,8 @@ class BootDeleteVerdict:
     placement: PlacementCheck | None = None  # None: not checked
     min_success: float = MIN_SUCCESS
     max_window: float = MAX_ERROR_WINDOW
+    existing: int = 0  # servers of others ACTIVE when the workload began
+    not_intact: tuple[str, ...] = ()  # of those, not ACTIVE at the verdict ("name: status")
 
     @property
     def success_rate(self) -> float:
@@ -323,6 +328,7 @@ class BootDeleteVerdict:
     def ok(self) -> bool:
         return (self.operations > 0 and self.success_rate >= self.min_success
                 and self.error_window <= self.max_window and self.not_removed == 0
+                and not self.not_intact
                 and (self.placement is None or self.placement.ok))
 
     def fields(self) -> dict[str, Any]:
@@ -331,7 +337,8 @@ class BootDeleteVerdict:
                 "requests_ok": self.requests_ok, "error_window": round(self.error_window, 1),
                 "error_window_api": self.error_window_api, "first_error": self.first_error,
                 "left_behind": self.left_behind, "removed": self.removed,
-                "not_removed": self.not_removed,
+                "not_removed": self.not_removed, "existing": self.existing,
+                "not_intact": list(self.not_intact),
                 "placement_ok": None if self.placement is None else self.placement.ok,
                 "placement": None if self.placement is None else self.placement.describe()}
 
@@ -342,7 +349,10 @@ class BootDeleteVerdict:
                 f"window {self.error_window:.1f}s"
                 + (f" ({self.error_window_api})" if self.error_window_api else "")
                 + f" (wanted <= {self.max_window:g}s), {self.left_behind} servers left "
-                f"behind ({self.removed} removed, {self.not_removed} not)")
+                f"behind ({self.removed} removed, {self.not_removed} not), "
+                f"{self.existing - len(self.not_intact)}/{self.existing} servers that "
+                "existed before still ACTIVE"
+                + (f" (not: {', '.join(self.not_intact[:5])})" if self.not_intact else ""))
         if self.placement is not None:
             text += ("; placement consistent" if self.placement.ok
                      else f"; placement INCONSISTENT: {self.placement.describe()}")
@@ -351,8 +361,8 @@ class BootDeleteVerdict:
 
 def judge(operations: Sequence[Operation], requests: Sequence[Request], end: float, *,
           left_behind: int = 0, removed: int = 0, placement: PlacementCheck | None = None,
-          min_success: float | None = None,
-          max_window: float | None = None) -> BootDeleteVerdict:
+          min_success: float | None = None, max_window: float | None = None,
+          existing: int = 0, not_intact: Sequence[str] = ()) -> BootDeleteVerdict:
     """Pure: the verdict from what was seen (``end``: seconds since the start)."""
     window, api = longest_error_window(requests, end)
     first = next((f"{r.api} {r.what}: {r.error}"
@@ -362,7 +372,8 @@ def judge(operations: Sequence[Operation], requests: Sequence[Request], end: flo
         sum(1 for r in requests if r.ok), window, api, first[:160], left_behind, removed,
         left_behind - removed, placement,
         MIN_SUCCESS if min_success is None else min_success,
-        MAX_ERROR_WINDOW if max_window is None else max_window)
+        MAX_ERROR_WINDOW if max_window is None else max_window, existing,
+        tuple(not_intact))
 
 
 # ---- the workload ------------------------------------------------------------------
@@ -438,6 +449,7 @@ class BootDelete:
         self._started = 0.0
         self._threads: list[threading.Thread] = []
         self._ids: tuple[str, str] | None = None  # the image's and flavor's ids
+        self.existing: dict[str, str] = {}  # id -> name: others' ACTIVE servers at start
 
     # ---- Oracle words ------------------------------------------------------------
     def describe(self) -> str:
@@ -494,6 +506,11 @@ class BootDelete:
         try:
             image = conn.image.find_image(self.image, ignore_missing=True)
             flavor = conn.compute.find_flavor(self.flavor, ignore_missing=True)
+            # the servers that were there before (every project's: admin rights): the
+            # verdict finds each still ACTIVE
+            self.existing = {str(s.id): str(s.name) for s in itertools.islice(
+                conn.compute.servers(details=False, all_projects=True, status="ACTIVE"),
+                EXISTING_LIMIT) if not str(s.name).startswith(self.prefix)}
         finally:
             conn.close()
         if image is None or flavor is None:
@@ -646,8 +663,15 @@ class BootDelete:
         removed = 0
         placement: PlacementCheck | None = None
         conn: Connection | None = None
+        not_intact: list[str] = []
         try:
             conn = connect(self.config, timeout=self.timeout)
+            if self.existing:
+                now = {str(s.id): str(s.status) for s in itertools.islice(
+                    conn.compute.servers(all_projects=True), 2 * EXISTING_LIMIT)}
+                not_intact = [f"{name}: {now.get(server, 'gone')}"
+                              for server, name in self.existing.items()
+                              if now.get(server) != "ACTIVE"]
             left = self.leftovers(conn)
             removed = self.remove(conn, left)
             if self.check_placement:
@@ -666,7 +690,8 @@ class BootDelete:
                 conn.close()
         return judge(operations, requests, end, left_behind=len(left), removed=removed,
                      placement=placement, min_success=self.min_success,
-                     max_window=self.max_window)
+                     max_window=self.max_window, existing=len(self.existing),
+                     not_intact=not_intact)
 
     def cleanup(self) -> None:
         """The verdict removed this run's servers; nothing else is left."""
@@ -710,3 +735,233 @@ READS: tuple[tuple[str, str, Callable[[Connection], Any]], ...] = (
     ("compute", "list servers", _list("/servers?limit=5")),
     ("compute", "list flavors", _list("/flavors?limit=5")),
 )
+
+
+# ---- a compute host, as nova sees it, around a compute drill ------------------------
+
+# nova-compute notices a lost libvirt at its next call and disables itself ("Connection
+# to libvirt lost"); it enables itself again once it reconnects, at the latest with the
+# next run of update_available_resource (every 60 s by default). The service then
+# reports "up" within report_interval (10 s). Two minutes leave room for both.
+COMPUTE_UP_WITHIN = float(os.environ.get("CHAOS_NOVA_COMPUTE_UP_WITHIN", "120"))
+WITNESS_PREFIX = "chaos-witness"
+
+
+@dataclass(frozen=True)
+class NovaHostVerdict:
+    """What nova said of one compute host after a drill: its nova-compute ``up`` and
+    enabled again (seconds after the check began, or None: not within ``within``),
+    every server it had ACTIVE before still ACTIVE (``lost``: the others, with what was
+    seen), and a new server booted there (its outcome)."""
+
+    host: str
+    within: float
+    up_after: float | None
+    service: str  # the last state seen: "up, enabled" or what was wrong
+    kept: list[str]
+    lost: list[str]
+    new_boot: str  # "ACTIVE in 3.1s" or what went wrong
+    booted: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.up_after is not None and not self.lost and self.booted
+
+    def fields(self) -> dict[str, Any]:
+        return {"host": self.host, "within": self.within, "up_after": self.up_after,
+                "service": self.service, "kept": self.kept, "lost": self.lost,
+                "new_boot": self.new_boot, "booted": self.booted, "ok": self.ok}
+
+    def summary(self) -> str:
+        up = (f"up and enabled {self.up_after:.1f}s after the check began" if self.up_after
+              is not None else f"NOT up and enabled within {self.within:g}s "
+              f"({self.service})")
+        lost = f", not ACTIVE now: {'; '.join(self.lost)}" if self.lost else ""
+        return (f"nova-compute on {self.host} {up}; {len(self.kept)} of "
+                f"{len(self.kept) + len(self.lost)} servers still ACTIVE{lost}; a new "
+                f"server there: {self.new_boot}")
+
+
+class NovaHost:
+    """Nova's view of one compute host around a drill, where the site names its cloud
+    and nova runs a compute service on that host (nova's host name is the inventory's):
+
+    - ``before()``: the servers nova has ACTIVE there; when it has none, one witness is
+      booted there (``availability_zone="nova:<host>"``: admin rights), so that the VM
+      oracle, which reads qemu from libvirt, follows a server nova knows;
+    - ``verdict()``: nova-compute ``up`` and enabled again within ``within`` seconds,
+      every server ACTIVE before still ACTIVE, and a new server boots there and is
+      deleted again;
+    - ``cleanup()``: the witness and any new server deleted (bounded).
+
+    The qemu identity of those servers (same pid, same start time) is the VM oracle's:
+    their libvirt domains carry the servers' ids as UUIDs."""
+
+    def __init__(self, site: Site, host: str, *, config: CloudConfig | None = None,
+                 within: float = COMPUTE_UP_WITHIN, timeout: float = API_TIMEOUT) -> None:
+        self.host = host
+        self.config = config or cloud_config(site)
+        self.within, self.timeout = within, timeout
+        self.servers: dict[str, str] = {}  # id -> name, ACTIVE before the drill
+        self.made: list[str] = []  # servers booted here, to delete at cleanup
+
+    @classmethod
+    def where_running(cls, site: Site, host: str, **kwargs: Any) -> NovaHost | None:
+        """A NovaHost for ``host``, or None where the site names no cloud (an
+        ``openstack:`` section) or nova has no compute service on ``host``. In a dry
+        run, the plan says what would be checked."""
+        if site.openstack is None:
+            return None
+        rehearsal = dryrun.active()
+        if rehearsal is not None:
+            rehearsal.step(f"where nova runs a compute service on {host}: record its ACTIVE "
+                           "servers (boot a witness there when it has none); after the "
+                           "recovery, nova-compute up and enabled again within "
+                           f"{COMPUTE_UP_WITHIN:g}s, every one of them still ACTIVE, a new "
+                           "server boots there")
+            return None
+        nova = cls(site, host, **kwargs)
+        conn = connect(nova.config, timeout=nova.timeout)
+        try:
+            hosts = {str(s.host) for s in conn.compute.services(binary="nova-compute")}
+        finally:
+            conn.close()
+        return nova if host in hosts else None
+
+    def describe(self) -> str:
+        return f"nova on {self.host} at {self.config.auth_url}"
+
+    def _boot(self, conn: Connection, name: str) -> tuple[str | None, str]:
+        """Boot ``name`` on this host and wait (bounded) for ACTIVE: (id, outcome)."""
+        image = conn.image.find_image(self.config.image or "", ignore_missing=True)
+        flavor = conn.compute.find_flavor(self.config.flavor or "", ignore_missing=True)
+        if image is None or flavor is None:
+            raise ConfigError(f"openstack.image and openstack.flavor: name an image and a "
+                              f"flavor at {self.config.auth_url} (a server is booted on "
+                              f"{self.host})")
+        clock = time.monotonic()
+        try:
+            made = conn.compute.create_server(
+                name=name, image_id=image.id, flavor_id=flavor.id, networks="none",
+                availability_zone=f"nova:{self.host}")
+        except Exception as exc:
+            return None, f"create failed: {_error(exc)}"
+        server = str(made.id)
+        self.made.append(server)
+        status = "unknown"
+        deadline = time.monotonic() + ACTIVE_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # no answer: asked again
+                found = _server_or_none(conn, server)
+                status = "gone" if found is None else str(found.status)
+                if status in ("ACTIVE", "ERROR", "gone"):
+                    break
+            time.sleep(1.0)
+        if status == "ACTIVE":
+            return server, f"ACTIVE in {time.monotonic() - clock:.1f}s"
+        return server, f"{status} after {time.monotonic() - clock:.0f}s"
+
+    def before(self) -> None:
+        refuse(f"reading nova's servers on {self.host}")
+        conn = connect(self.config, timeout=self.timeout)
+        try:
+            self.servers = {str(s.id): str(s.name) for s in conn.compute.servers(
+                all_projects=True, host=self.host, status="ACTIVE")}
+            if not self.servers:
+                name = f"{WITNESS_PREFIX}-{uuid.uuid4().hex[:8]}"
+                server, outcome = self._boot(conn, name)
+                if server is None or not outcome.startswith("ACTIVE"):
+                    raise ConfigError(f"nova on {self.host}: the witness server did not "
+                                      f"boot before the drill: {outcome}")
+                self.servers[server] = name
+        finally:
+            conn.close()
+
+    def verdict(self) -> NovaHostVerdict:
+        refuse(f"judging nova on {self.host}")
+        clock = time.monotonic()
+        up_after: float | None = None
+        service = "not seen"
+        conn = connect(self.config, timeout=self.timeout)
+        try:
+            while time.monotonic() - clock < self.within:
+                try:
+                    found = [s for s in conn.compute.services(binary="nova-compute")
+                             if str(s.host) == self.host]
+                    service = (", ".join(f"{s.state}, {s.status}"
+                                         + (f" ({s.disabled_reason})" if s.disabled_reason
+                                            else "") for s in found) or "no service")
+                    if any(s.state == "up" and s.status == "enabled" for s in found):
+                        up_after = time.monotonic() - clock
+                        break
+                except Exception as exc:  # the API's silence is what was seen
+                    service = _error(exc)
+                time.sleep(2.0)
+            kept: list[str] = []
+            lost: list[str] = []
+            for server, name in self.servers.items():
+                try:
+                    found = _server_or_none(conn, server)
+                    status = "gone" if found is None else str(found.status)
+                except Exception as exc:
+                    status = f"unknown: {_error(exc)}"
+                (kept if status == "ACTIVE" else lost).append(
+                    name if status == "ACTIVE" else f"{name}: {status}")
+            booted, outcome = False, "not tried: nova-compute is not up"
+            if up_after is not None:
+                new, outcome = self._boot(conn, f"{WITNESS_PREFIX}-after-"
+                                          f"{uuid.uuid4().hex[:8]}")
+                booted = new is not None and outcome.startswith("ACTIVE")
+        finally:
+            conn.close()
+        return NovaHostVerdict(self.host, self.within, up_after, service, kept, lost,
+                               outcome, booted)
+
+    def cleanup(self, timeout: float = CLEANUP_TIMEOUT) -> None:
+        """Delete the servers booted here and wait (bounded) until they are gone."""
+        if not self.made:
+            return
+        conn = connect(self.config, timeout=self.timeout)
+        try:
+            for server in self.made:
+                with contextlib.suppress(Exception):  # asked again below
+                    conn.compute.delete_server(server, ignore_missing=True)
+            deadline = time.monotonic() + timeout
+            left = set(self.made)
+            while left and time.monotonic() < deadline:
+                for server in sorted(left):
+                    with contextlib.suppress(Exception):
+                        if _server_or_none(conn, server) is None:
+                            left.discard(server)
+                if left:
+                    time.sleep(2.0)
+            self.made = sorted(left)
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def nova_on(site: Site, host: str) -> Iterator[NovaHost | None]:
+    """A compute drill's view of nova on ``host``: None where the site names no cloud
+    or nova runs no compute service there; else its servers recorded (a witness booted
+    when it has none) on the way in, and what it booted deleted on the way out, however
+    the drill ends. Judge it with ``expect.nova_host``."""
+    nova = NovaHost.where_running(site, host)
+    try:
+        if nova is not None:
+            nova.before()
+        yield nova
+    finally:
+        if nova is not None:
+            nova.cleanup()
+
+
+def boot_delete_where_named(site: Site, **kwargs: Any) -> list[BootDelete]:
+    """``[BootDelete(site, **kwargs)]`` where the site names its cloud with an image and
+    a flavor to boot from (an ``openstack:`` section that says so is the operator's
+    consent to spend the cloud's capacity on servers), ``[]`` elsewhere: what a Galera
+    or controller drill hands to ``workload.running(also=...)``."""
+    o = site.openstack
+    if o is None or not (o.image and o.flavor):
+        return []
+    return [BootDelete(site, **kwargs)]

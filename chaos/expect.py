@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chaos import dryrun, probes
 from chaos.inventory import Site
@@ -22,6 +22,9 @@ from chaos.journal import Event, Journal
 from chaos.oracle import OpLedger
 from chaos.probes import DomainIdentity
 from chaos.wait import wait_for
+
+if TYPE_CHECKING:
+    from chaos.cloud import NovaHost
 
 T = TypeVar("T")
 
@@ -250,6 +253,30 @@ def vm_verdict(before: dict[str, DomainIdentity], after: dict[str, DomainIdentit
     verdict = VmVerdict(survived, restarted, died)
     _observe(journal, Event.ORACLE_VMS, survived=survived, restarted=restarted, died=died)
     return verdict
+
+
+def nova_host(nova: NovaHost | None, *, journal: Journal | None = None) -> None:
+    """Where nova runs a compute service on the drilled host (``NovaHost.where_running``;
+    None elsewhere: nothing to check): nova-compute up and enabled again within its
+    bound, every server ACTIVE before still ACTIVE, and a new server boots there."""
+    __tracebackhide__ = True
+    if nova is None:
+        return
+    verdict = nova.verdict()
+    _observe(journal, Event.ORACLE_NOVA_HOST, **verdict.fields())
+    check(f"nova-compute on {nova.host} up within {nova.within:g}s, its servers still "
+          "ACTIVE, a new server boots there", lambda: verdict.ok, verdict.summary,
+          journal=journal)
+
+
+def hold(seconds: float, *, what: str) -> None:
+    """Let ``seconds`` pass with the site as it is (a fault held while a workload runs);
+    a dry run says so instead of sleeping."""
+    rehearsal = dryrun.active()
+    if rehearsal is not None:
+        rehearsal.step(f"hold {seconds:g}s: {what}")
+        return
+    time.sleep(max(0.0, seconds))
 
 
 def more_acknowledged(ledger: OpLedger, more_than: int, *, what: str,

@@ -38,6 +38,7 @@ class Event(StrEnum):
     ORACLE_VMS = "oracle.vms"  # the VM survival verdict
     ORACLE_API = "oracle.api"  # the OpenStack API's answers while the scenario ran
     ORACLE_OPENSTACK = "oracle.openstack"  # the boot/delete workload and placement (chaos.cloud)
+    ORACLE_NOVA_HOST = "oracle.nova_host"  # nova's view of a compute host after a drill
     CHECK = "check"  # an outcome check and its result
     DEGRADED = "degraded"  # a cluster observed short of quorum or members (downtime starts)
     QUORUM = "quorum"  # a cluster observed with quorum again (MTTR and downtime end)
@@ -121,6 +122,10 @@ class Journal:
                 props["openstack_servers_not_removed"] = entry["not_removed"]
                 if entry.get("placement_ok") is not None:
                     props["placement_consistent"] = entry["placement_ok"]
+            elif entry["event"] == Event.ORACLE_NOVA_HOST:
+                props["nova_compute_up_seconds"] = entry["up_after"]
+                props["nova_servers_not_active"] = len(entry["lost"])
+                props["nova_new_server_booted"] = entry["booted"]
             elif entry["event"] == Event.ORACLE_VMS:
                 props["vms_survived"] = len(entry["survived"])
                 props["vms_died"] = len(entry["died"]) + len(entry["restarted"])

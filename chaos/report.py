@@ -325,6 +325,16 @@ def oracle_words(e: dict[str, Any]) -> str:
         if e.get("first_error"):
             text += f"; first error: {e['first_error']}"
         return text
+    if e["event"] == Event.ORACLE_NOVA_HOST:
+        up = e.get("up_after")
+        text = (f"nova on {e.get('host')}: nova-compute "
+                + (f"up and enabled after {float(up):.1f}s" if up is not None else
+                   f"NOT up within {float(e.get('within') or 0):g}s ({e.get('service')})")
+                + f", {_count(e.get('kept'))} servers still ACTIVE, "
+                f"{_count(e.get('lost'))} not, a new server: {e.get('new_boot')}")
+        if e.get("lost"):
+            text += f"; not ACTIVE: {', '.join(e['lost'])}"
+        return text
     text = (f"VMs: {_count(e.get('survived'))} survived, {_count(e.get('restarted'))} "
             f"restarted, {_count(e.get('died'))} died")
     for what in ("restarted", "died"):
@@ -334,7 +344,7 @@ def oracle_words(e: dict[str, Any]) -> str:
 
 
 ORACLES = (Event.ORACLE_GALERA, Event.ORACLE_RABBITMQ, Event.ORACLE_API,
-           Event.ORACLE_OPENSTACK, Event.ORACLE_VMS)
+           Event.ORACLE_OPENSTACK, Event.ORACLE_NOVA_HOST, Event.ORACLE_VMS)
 
 
 def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ class Workload:
         self.site = site
         self.journal = journal
         self.oracles: dict[str, Oracle] = {}
+        self.verdicts: dict[str, Verdict] = {}  # each oracle is read back once
         # whether the scenario promises the API's availability (it keeps quorum); data
         # is promised whatever the scenario
         self.availability = availability
@@ -62,6 +63,7 @@ class Workload:
                               f"(services: {', '.join(SERVICES)})")
         present = self.site.services()
         self.oracles = {}
+        self.verdicts = {}
         for name in SERVICES:
             if wanted.get(name, True) and name in present:
                 made = SERVICES[name].oracle(self.site)
@@ -94,7 +96,10 @@ class Workload:
             self.journal.event(Event.WORKLOAD_STOP)
 
     def verdict(self, service: str) -> Verdict:
-        """``service``'s oracle read back, journaled; what it left on the site removed."""
+        """``service``'s oracle read back, journaled; what it left on the site removed.
+        Once: a scenario that judged one itself is not judged twice for it."""
+        if service in self.verdicts:
+            return self.verdicts[service]
         oracle = self.oracles.get(service)
         assert oracle is not None, f"the {service} workload did not run"
         try:
@@ -102,6 +107,7 @@ class Workload:
         finally:
             oracle.cleanup()
         self.journal.event(verdict.event, **verdict.fields())
+        self.verdicts[service] = verdict
         return verdict
 
     def galera_verdict(self) -> Verdict:

@@ -376,8 +376,14 @@ class ComputeLab:
         libvirt_port: int = 16509,
         cgroup_prefix: str = "chaos-lab",
         capabilities_cache: Path | None = DEFAULT_CAPABILITIES_CACHE,
+        shared: Path | None = None,
     ) -> None:
         self.root = root.absolute()
+        # a folder every libvirt container sees at the host's own path: nova-compute, a
+        # process of the host, writes an instance's disk and libvirt XML there, and the
+        # libvirtd it reaches over qemu+tcp opens them by that path (the seed shares
+        # /var/lib/nova/instances between its nova-compute and libvirt containers)
+        self.shared = shared.absolute() if shared is not None else None
         self.hosts = list(hosts)
         self.libvirt_port = libvirt_port
         self.cgroup_prefix = cgroup_prefix
@@ -657,6 +663,9 @@ class ComputeLab:
             "-v", f"{home / 'tmp'}:/tmp",
             "-v", f"{home / 'bin'}:/chaos:ro",
         ]  # fmt: skip
+        if self.shared is not None:
+            self.shared.mkdir(parents=True, exist_ok=True)
+            args += ["-v", f"{self.shared}:{self.shared}"]
         if h.mode in ("right", "in-cgroup"):
             args += ["--pid", "host"]
         if h.mode == "right":

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chaos.errors import LabError
 from chaoslab.fleet import FleetLab
 from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Component, LabSecrets
+from chaoslab.nova import FLAVOR, IMAGE, NovaLab
 from chaoslab.openstack import ADMIN_PROJECT, ADMIN_USER, KeystoneLab
 
 # RabbitMQ's own CLI scripts (Debian's /usr/sbin ones are wrappers that switch user)
@@ -99,7 +100,7 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
     if isinstance(keystone, KeystoneLab):
         creds["openstack"] = {"user": ADMIN_USER, "project": ADMIN_PROJECT,
                               "password": {"file": str(keystone.password_file)}}
-    return {
+    site: dict[str, Any] = {
         "name": "lab",
         "kind": "process",
         # every host is a loopback address of this machine: one kernel filters them all
@@ -108,6 +109,15 @@ def lab_inventory(lab: Lab) -> dict[str, Any]:
         "controllers": controllers,
         "computes": computes,
     }
+    if isinstance(keystone, KeystoneLab) and isinstance(parts.get("openstack"), NovaLab):
+        # the whole of OpenStack runs (lab up --openstack): the cloud as its users reach
+        # it, which the OpenStack workload and the scenarios' OpenStack checks use
+        site["openstack"] = {
+            "auth": {"auth_url": keystone.auth_url, "username": ADMIN_USER,
+                     "password": {"file": str(keystone.password_file)},
+                     "project_name": ADMIN_PROJECT},
+            "region_name": keystone.region, "image": IMAGE, "flavor": FLAVOR}
+    return site
 
 
 def credentials(lab: Lab) -> dict[str, Any]:

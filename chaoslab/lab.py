@@ -34,6 +34,7 @@ from chaoslab.procs import Daemon
 if TYPE_CHECKING:
     from chaoslab.haproxy import HaproxyLab
     from chaoslab.kube import KubeLab
+    from chaoslab.nova import NovaLab
     from chaoslab.openstack import KeystoneLab
 
 # the harness knows where a lab lives (its default inventory); the lab takes it from there
@@ -100,6 +101,43 @@ class Lab:
                f"@{DB_ENDPOINT}:3306/keystone")
         return KeystoneLab(self.root / "openstack" / "keystone", CONTROLLERS[0].address, url)
 
+    def nova_instances(self) -> Path:
+        """nova-compute's instances folder, which cmp1's libvirt container binds at the
+        same path (every container binds it, OpenStack or not: a tier added later finds
+        it there)."""
+        return self.root / "compute" / "nova-instances"
+
+    def nova(self) -> NovaLab:
+        """glance, placement, nova and neutron on ctl1's address beside keystone, their
+        databases through the one write endpoint, their transport URL listing every
+        RabbitMQ node, and nova-compute for cmp1, whose libvirtd (in its container with
+        hostPID) it reaches over qemu+tcp as the seed's does."""
+        from urllib.parse import quote
+
+        from chaoslab.compute import ComputeHost, ComputeLab
+        from chaoslab.nova import Admin, NovaLab
+        from chaoslab.openstack import ADMIN_PROJECT, ADMIN_USER
+        from chaoslab.rabbitmq import RabbitLab
+
+        s = self.secrets()
+        keystone = self.keystone()
+        rabbit = RabbitLab(self.root / "rabbitmq", CONTROLLERS, s)
+        user, password = quote(s.rabbit_user, safe=""), quote(s.rabbit_password, safe="")
+        # oslo.messaging's form for a cluster: every member, one URL, tried in turn
+        transport = "rabbit://" + ",".join(f"{user}:{password}@{h.address}:{rabbit.amqp_port}"
+                                           for h in CONTROLLERS) + "/"
+        name, address, mode = COMPUTES[0]
+        compute = ComputeLab(self.root / "compute", [ComputeHost(name, address, mode)],  # type: ignore[arg-type]
+                             cgroup_prefix=self.cgroup_prefix())
+        database = (f"mysql+pymysql://{quote(s.db_user, safe='')}:"
+                    f"{quote(s.db_password, safe='')}@{DB_ENDPOINT}:3306")
+        return NovaLab(self.root / "openstack" / "nova", CONTROLLERS[0].address, database,
+                       transport, Admin(keystone.auth_url, ADMIN_USER,
+                                        keystone.admin_password(), ADMIN_PROJECT),
+                       compute.libvirt_uri(name), compute_address=address,
+                       compute_host=name, controller_host=CONTROLLERS[0].name,
+                       instances_path=self.nova_instances())
+
     def haproxy(self) -> HaproxyLab:
         """Galera's one write endpoint for OpenStack's services (``DB_ENDPOINT``:3306)."""
         from chaoslab.galera import GaleraLab
@@ -130,7 +168,7 @@ class Lab:
         if self.kube_enabled() if kube is None else kube:
             parts.append(self.kube())
         if self.openstack_enabled():
-            parts += [self.haproxy(), self.keystone()]
+            parts += [self.haproxy(), self.keystone(), self.nova()]
         return parts
 
     def _process_components(self) -> list[Component]:
@@ -150,7 +188,7 @@ class Lab:
             RabbitLab(self.root / "rabbitmq", CONTROLLERS, secrets,
                       partition_handling="pause_minority"),
             ComputeLab(self.root / "compute", [ComputeHost(n, a, m) for n, a, m in COMPUTES],  # type: ignore[arg-type]
-                       cgroup_prefix=self.cgroup_prefix()),
+                       cgroup_prefix=self.cgroup_prefix(), shared=self.nova_instances()),
         ]
 
     def cgroup_prefix(self) -> str:
@@ -324,15 +362,19 @@ class Lab:
 
     def _add_openstack(self) -> None:
         """OpenStack's services on the running process lab's Galera (after it, as they
-        need it), through HAProxy's write endpoint; the inventory then names them."""
-        endpoint = self.haproxy()
-        self._add_tier(endpoint, "openstack", self.write_inventory)
+        need it), through HAProxy's write endpoint: keystone, then nova and the rest; the
+        inventory then names them. A part that fails takes the ones before it down."""
+        added: list[Component] = []
         try:
-            self._add_tier(self.keystone(), "openstack", self.write_inventory)
+            parts: list[Component] = [self.haproxy(), self.keystone(), self.nova()]
+            for part in parts:
+                self._add_tier(part, "openstack", self.write_inventory)
+                added.append(part)
         except BaseException:
-            endpoint.down(self.daemons(self._state, endpoint.name))
-            self._state["daemons"] = [d for d in self._state["daemons"]
-                                      if d["component"] != endpoint.name]
+            for part in reversed(added):
+                part.down(self.daemons(self._state, part.name))
+                self._state["daemons"] = [d for d in self._state["daemons"]
+                                          if d["component"] != part.name]
             self._state["openstack"] = False
             self._write_state()
             raise

@@ -100,6 +100,8 @@ from chaoslab.openstack import _ini, _last_error, _log_size, ensure_venv, openst
 from chaoslab.procs import Daemon
 
 SERVICE_PROJECT = "service"
+IMAGE = "blank"  # what the lab's servers boot from (ensure_image_and_flavor)
+FLAVOR = "tiny"
 MANAGE_TIMEOUT = 300.0  # a schema sync on InnoDB: nova's takes the longest
 UP_TIMEOUT = 120.0  # each API answers within ~10 s of start here; two cores, shared
 COMPUTE_TIMEOUT = 180.0  # nova-compute: start, libvirt, its record, placement
@@ -166,7 +168,8 @@ class NovaLab:
     def __init__(self, root: Path, address: str, database_base: str, transport_url: str,
                  admin: Admin, libvirt_uri: str, *, compute_address: str | None = None,
                  compute_host: str = "cmp1", controller_host: str = "ctl1",
-                 cache: Path | None = None, service_password_file: Path | None = None) -> None:
+                 cache: Path | None = None, service_password_file: Path | None = None,
+                 instances_path: Path | None = None) -> None:
         self.root = root
         self.address = address
         self.compute_address = compute_address or address
@@ -180,7 +183,8 @@ class NovaLab:
         self.venv = self.cache / "venv"
         self.etc = root / "etc"
         self.password_file = service_password_file or root / "secrets" / "service-password"
-        self.instances_path = root / "nova-compute" / "instances"
+        # where libvirtd sees it too (a folder its container binds at the same path)
+        self.instances_path = instances_path or root / "nova-compute" / "instances"
         self.images_path = root / "glance" / "images"
         self.timings: dict[str, float] = {}  # seconds per step of the last up
 
@@ -272,6 +276,8 @@ class NovaLab:
             self.wait_compute(timeout=COMPUTE_TIMEOUT, daemons=list(started.values()))
         with self._timed("discover_hosts"):
             self.discover_hosts()
+        with self._timed("image and flavor"):
+            self.ensure_image_and_flavor()
 
     @contextlib.contextmanager
     def _timed(self, step: str) -> Iterator[None]:
@@ -556,6 +562,30 @@ raw_env = {env!r}
     def discover_hosts(self) -> None:
         self._nova_manage("cell_v2", "discover_hosts")
 
+    def ensure_image_and_flavor(self) -> None:
+        """``IMAGE`` (a blank qcow2 of 64 MiB, made here: nothing can be downloaded)
+        and ``FLAVOR`` (64 MiB, one vCPU), public, made once: what a server boots from
+        in the lab, small enough that a boot costs little on two cores."""
+        client = self.client()
+        images = client.get("glance-api", f"/v2/images?name={IMAGE}")["images"]
+        if not any(i["status"] == "active" for i in images):
+            for stale in images:  # an upload cut short by a failed up
+                client.call("DELETE", "glance-api", f"/v2/images/{stale['id']}")
+            disk = self.root / "blank.qcow2"
+            disk.unlink(missing_ok=True)
+            procs.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"],
+                      timeout=30)
+            image = client.call("POST", "glance-api", "/v2/images", {
+                "name": IMAGE, "disk_format": "qcow2", "container_format": "bare",
+                "visibility": "public"})
+            _request("PUT", f"{self.endpoint('glance-api')}/v2/images/{image['id']}/file",
+                     token=client.token(), data=disk.read_bytes(),
+                     headers={"Content-Type": "application/octet-stream"}, timeout=60)
+        flavors = client.get("nova-api", "/flavors")["flavors"]
+        if not any(f["name"] == FLAVOR for f in flavors):
+            client.call("POST", "nova-api", "/flavors", {"flavor": {
+                "name": FLAVOR, "ram": 64, "vcpus": 1, "disk": 1}})
+
     # ---- keystone ----------------------------------------------------------------
     def _register_in_keystone(self) -> None:
         keystone = _Keystone(self.admin)
@@ -724,14 +754,17 @@ def _get(url: str, timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def _request(method: str, url: str, *, token: str | None = None,
-             body: Mapping[str, Any] | None = None,
+             body: Mapping[str, Any] | None = None, data: bytes | None = None,
              headers: Mapping[str, str] | None = None,
              timeout: float = HTTP_TIMEOUT) -> tuple[int, Mapping[str, str], Any]:
-    """One JSON request; (status, headers, decoded body or None). Raises LabError for no
-    answer and for status >= 400 (with the API's message, never a request body)."""
-    data = json.dumps(body).encode() if body is not None else None
+    """One JSON request (or ``data`` as is, with the caller's Content-Type); (status,
+    headers, decoded body or None). Raises LabError for no answer and for status >= 400
+    (with the API's message, never a request body)."""
+    if body is not None:
+        data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers={
-        "Accept": "application/json", **({"Content-Type": "application/json"} if data else {}),
+        "Accept": "application/json",
+        **({"Content-Type": "application/json"} if body is not None else {}),
         **({"X-Auth-Token": token} if token else {}), **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from chaos import inventory
 from chaos.services import SERVICES
@@ -139,3 +140,39 @@ def test_the_api_oracle_fails_when_keystone_is_gone_too_long_and_passes_when_kep
     assert not verdict.ok, verdict.summary()
     assert 7 <= verdict.longest_error_window <= 60, verdict.summary()
     assert verdict.first_error and verdict.succeeded > 0, verdict.summary()
+
+
+def test_nova_on_the_lab_boots_a_server_whose_qemu_runs_under_cmp1s_libvirtd(
+        lab: Lab) -> None:
+    """The whole of OpenStack on the lab: ``openstack server list`` and a server with no
+    NIC that goes ACTIVE, through the client ``lab env`` sets up; nova-compute for cmp1
+    reaches the libvirtd in cmp1's container over qemu+tcp, so the server's qemu is a
+    domain of that libvirtd, in its cgroup, with the server's id as its UUID."""
+    from chaos import expect
+
+    up = chaos("lab", "up", "--openstack", timeout=1200)
+    assert up.returncode == 0, up.stdout + up.stderr
+    site = inventory.load(lab.inventory_file)
+    assert site.openstack is not None and site.openstack.image and site.openstack.flavor
+    name = f"lab-test-{os.getpid()}"
+    script = (f'eval "$({sys.executable} -m chaos.cli lab env)" && '
+              "openstack compute service list --service nova-compute -f value -c Host "
+              "-c State && openstack server list -f value -c ID && "
+              f"openstack server create --image {site.openstack.image} --flavor "
+              f"{site.openstack.flavor} --nic none --wait -f value -c id {name}")
+    out = subprocess.run(["bash", "-c", script], env=LOGIN_ENV, capture_output=True,
+                         text=True, timeout=300)
+    server = out.stdout.split()[-1] if out.stdout.split() else ""
+    try:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "cmp1 up" in out.stdout, out.stdout
+        vms = expect.vm_snapshot(site, ["cmp1"])
+        assert server in vms, f"server {server} is no domain of cmp1's libvirtd: {vms}"
+        pid = vms[server].qemu_pid
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+        assert lab.cgroup_prefix() + "-cmp1" in cgroups, cgroups
+    finally:
+        if server:
+            subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m chaos.cli lab env)" '
+                            f"&& openstack server delete --wait {server}"], env=LOGIN_ENV,
+                           capture_output=True, text=True, timeout=300)

@@ -107,15 +107,18 @@ def test_chaos_run_dry_run_plans_every_scenario_and_reaches_nothing(
     assert not (tmp_path / "ledger").exists() or not list((tmp_path / "ledger").iterdir())
 
     # 24 drills planned; the 2 of a platform's own recovery do not apply to the lab,
-    # whose clusters the harness recovers, and say so
-    assert re.search(r"\b26 skipped in ", out), out
+    # whose clusters the harness recovers, and say so; nor does the seed's question to
+    # a site that names no cloud
+    assert re.search(r"\b27 skipped in ", out), out
+    assert re.search(r"SKIPPED \[1\] \S+: does not apply: site \S+ runs no openstack",
+                     out), out
     assert re.search(r"SKIPPED \[2\] \S+: does not apply: the harness recovers galera on "
                      r"site \S+; this drill proves a platform's own recovery", out), out
     assert not re.search(r"\b(passed|failed|errors?)\b", out.split("short test summary")[-1])
     reasons = re.findall(r"SKIPPED \[(\d+)\] \S*scenarios/\S+: dry run: \d+ steps planned, "
                          r"nothing acted on", out)
     assert sum(int(n) for n in reasons) == 24, out
-    assert "every scenario planned, nothing acted on (dry run) (26 skipped)" in out
+    assert "every scenario planned, nothing acted on (dry run) (27 skipped)" in out
     assert f"  report: {(tmp_path / 'rep' / 'report.html').resolve()}\n" in out
 
     plan = out.split("test_full_outage_bootstraps_from_the_most_advanced_node_not_ctl1  [")[1]

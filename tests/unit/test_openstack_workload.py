@@ -12,9 +12,12 @@ import pytest
 from chaos import inventory
 from chaos.cloud import (
     BootDelete,
+    NovaHost,
+    NovaHostVerdict,
     Operation,
     PlacementCheck,
     Request,
+    boot_delete_where_named,
     cloud_config,
     judge,
     longest_error_window,
@@ -266,3 +269,63 @@ def test_a_scenario_hands_the_workload_its_openstack_oracle() -> None:
     running.assert_nothing_lost()
     assert fake.calls == ["start", "stop", "verdict", "cleanup"]
     assert journal.properties()["openstack_success_rate"] == 1.0
+
+
+# ---- servers that existed before; nova's view of a compute host ----------------------
+
+def test_a_server_that_existed_before_and_is_not_active_fails_the_verdict() -> None:
+    kept = judge(ops(20, 0), reads("compute", "." * 20), end=20.0, existing=3)
+    assert kept.ok and "3/3 servers that existed before still ACTIVE" in kept.summary()
+    broken = judge(ops(20, 0), reads("compute", "." * 20), end=20.0, existing=3,
+                   not_intact=["web-1: gone", "db-2: ERROR"])
+    assert not broken.ok
+    assert "1/3 servers that existed before" in broken.summary()
+    assert "web-1: gone" in broken.summary()
+    assert broken.fields()["not_intact"] == ["web-1: gone", "db-2: ERROR"]
+
+
+def nova_verdict(**changes: Any) -> NovaHostVerdict:
+    fields: dict[str, Any] = {"host": "cmp1", "within": 120.0, "up_after": 14.2,
+                              "service": "up, enabled", "kept": ["witness"], "lost": [],
+                              "new_boot": "ACTIVE in 3.1s", "booted": True}
+    return NovaHostVerdict(**{**fields, **changes})
+
+
+def test_nova_host_passes_when_up_kept_and_booting() -> None:
+    v = nova_verdict()
+    assert v.ok and "up and enabled 14.2s" in v.summary()
+
+
+@pytest.mark.parametrize(("broken", "said"), [
+    ({"up_after": None, "service": "up, disabled (Connection to libvirt lost: 1)",
+      "booted": False, "new_boot": "not tried: nova-compute is not up"},
+     "NOT up and enabled within 120s (up, disabled (Connection to libvirt lost: 1))"),
+    ({"kept": [], "lost": ["witness: SHUTOFF"]}, "not ACTIVE now: witness: SHUTOFF"),
+    ({"booted": False, "new_boot": "ERROR after 12s"}, "a new server there: ERROR after 12s"),
+])
+def test_nova_host_fails_on_each_broken_case(broken: dict[str, Any], said: str) -> None:
+    v = nova_verdict(**broken)
+    assert not v.ok and said in v.summary()
+
+
+def test_nova_host_verdict_reaches_the_junit_properties_and_the_report() -> None:
+    from chaos.report import oracle_words
+
+    journal = Journal()
+    v = nova_verdict(lost=["witness: gone"], kept=[])
+    journal.event(Event.ORACLE_NOVA_HOST, **v.fields())
+    props = journal.properties()
+    assert props["nova_compute_up_seconds"] == 14.2
+    assert props["nova_servers_not_active"] == 1 and props["nova_new_server_booted"] is True
+    text = oracle_words(journal.events[-1])
+    assert "nova on cmp1" in text and "not ACTIVE: witness: gone" in text
+
+
+def test_where_no_cloud_is_named_nova_is_not_asked() -> None:
+    s = inventory.parse(copy.deepcopy(VALID))
+    assert NovaHost.where_running(s, "cmp1") is None
+    assert boot_delete_where_named(s) == []
+    named = inventory.parse(site())
+    assert [type(w) for w in boot_delete_where_named(named)] == [BootDelete]
+    no_image = inventory.parse(site({**CLOUD, "image": None}))
+    assert boot_delete_where_named(no_image) == []
