@@ -365,8 +365,11 @@ def judge(operations: Sequence[Operation], requests: Sequence[Request], end: flo
           existing: int = 0, not_intact: Sequence[str] = ()) -> BootDeleteVerdict:
     """Pure: the verdict from what was seen (``end``: seconds since the start)."""
     window, api = longest_error_window(requests, end)
+    # the first request that failed; else the first operation that did (a server that
+    # went to ERROR fails its operation with every request answered)
     first = next((f"{r.api} {r.what}: {r.error}"
-                  for r in sorted(requests, key=lambda r: r.sent) if not r.ok), "")
+                  for r in sorted(requests, key=lambda r: r.sent) if not r.ok), "") or next(
+        (f"{o.name} at {o.failed_at}: {o.error}" for o in operations if not o.ok), "")
     return BootDeleteVerdict(
         len(operations), sum(1 for o in operations if o.ok), len(requests),
         sum(1 for r in requests if r.ok), window, api, first[:160], left_behind, removed,
@@ -762,6 +765,7 @@ class NovaHostVerdict:
     lost: list[str]
     new_boot: str  # "ACTIVE in 3.1s" or what went wrong
     booted: bool
+    seen: tuple[str, ...] = ()  # the service's states, in the order first seen
 
     @property
     def ok(self) -> bool:
@@ -770,12 +774,15 @@ class NovaHostVerdict:
     def fields(self) -> dict[str, Any]:
         return {"host": self.host, "within": self.within, "up_after": self.up_after,
                 "service": self.service, "kept": self.kept, "lost": self.lost,
-                "new_boot": self.new_boot, "booted": self.booted, "ok": self.ok}
+                "new_boot": self.new_boot, "booted": self.booted, "seen": list(self.seen),
+                "ok": self.ok}
 
     def summary(self) -> str:
         up = (f"up and enabled {self.up_after:.1f}s after the check began" if self.up_after
               is not None else f"NOT up and enabled within {self.within:g}s "
               f"({self.service})")
+        if len(self.seen) > 1:
+            up += f" (seen: {' -> '.join(self.seen)})"
         lost = f", not ACTIVE now: {'; '.join(self.lost)}" if self.lost else ""
         return (f"nova-compute on {self.host} {up}; {len(self.kept)} of "
                 f"{len(self.kept) + len(self.lost)} servers still ACTIVE{lost}; a new "
@@ -882,6 +889,7 @@ class NovaHost:
         clock = time.monotonic()
         up_after: float | None = None
         service = "not seen"
+        seen: list[str] = []
         conn = connect(self.config, timeout=self.timeout)
         try:
             while time.monotonic() - clock < self.within:
@@ -891,6 +899,8 @@ class NovaHost:
                     service = (", ".join(f"{s.state}, {s.status}"
                                          + (f" ({s.disabled_reason})" if s.disabled_reason
                                             else "") for s in found) or "no service")
+                    if service not in seen:
+                        seen.append(service)
                     if any(s.state == "up" and s.status == "enabled" for s in found):
                         up_after = time.monotonic() - clock
                         break
@@ -915,7 +925,7 @@ class NovaHost:
         finally:
             conn.close()
         return NovaHostVerdict(self.host, self.within, up_after, service, kept, lost,
-                               outcome, booted)
+                               outcome, booted, tuple(seen))
 
     def cleanup(self, timeout: float = CLEANUP_TIMEOUT) -> None:
         """Delete the servers booted here and wait (bounded) until they are gone."""

@@ -100,6 +100,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # openstacksdk warns of its own coming API changes at every call: hundreds of
+    # lines a run that no operator can act on
+    config.addinivalue_line("filterwarnings", "ignore::PendingDeprecationWarning:openstack")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:openstack")
     config.addinivalue_line(
         "markers", "destructive: the scenario injects faults into the site")
     clusters = "".join(f"{s.name}=0, " for s in SERVICES.clusters())

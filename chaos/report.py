@@ -332,6 +332,8 @@ def oracle_words(e: dict[str, Any]) -> str:
                    f"NOT up within {float(e.get('within') or 0):g}s ({e.get('service')})")
                 + f", {_count(e.get('kept'))} servers still ACTIVE, "
                 f"{_count(e.get('lost'))} not, a new server: {e.get('new_boot')}")
+        if len(e.get("seen") or []) > 1:
+            text += f"; nova-compute seen: {' -> '.join(e['seen'])}"
         if e.get("lost"):
             text += f"; not ACTIVE: {', '.join(e['lost'])}"
         return text

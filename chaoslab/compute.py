@@ -749,6 +749,32 @@ class ComputeLab:
 
         wait_for(probe, what=f"{name} running", timeout=20, interval=0.1)
 
+    @contextlib.contextmanager
+    def domain_set_aside(self, host: str) -> Iterator[None]:
+        """The host's own domain stopped and undefined for the duration, then defined
+        and started again (a new qemu). nova-compute's first start refuses a hypervisor
+        that already runs domains ("My hypervisor has existing instances, but I appear
+        to be a new service in this database"): on a site every domain of a compute is
+        nova's, and here the lab's own is in the way once, while nova-compute registers;
+        restarts after that find their service and do not ask."""
+        name = self.domain_name(host)
+        libvirt = libvirt_module()
+
+        def remove(conn: Any) -> None:
+            try:
+                dom = conn.lookupByName(name)
+            except libvirt.libvirtError:
+                return
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+
+        with_libvirt(self.libvirt_uri(host), remove, timeout=30, what=f"set {name} aside")
+        try:
+            yield
+        finally:
+            self._ensure_domain(host)
+
     def start_libvirt_container(self, host: str) -> None:
         """(Re)start the libvirt container, as kubelet would; return once libvirt answers."""
         h = self.host(host)

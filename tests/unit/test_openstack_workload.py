@@ -329,3 +329,10 @@ def test_where_no_cloud_is_named_nova_is_not_asked() -> None:
     assert [type(w) for w in boot_delete_where_named(named)] == [BootDelete]
     no_image = inventory.parse(site({**CLOUD, "image": None}))
     assert boot_delete_where_named(no_image) == []
+
+
+def test_a_server_gone_to_error_is_the_first_error_when_every_request_answered() -> None:
+    failed = [Operation("bd-7", False, 30.0, "id-7", "active", "status ERROR")]
+    v = judge(ops(27, 0) + failed, reads("compute", "." * 30), end=30.0)
+    assert v.first_error == "bd-7 at active: status ERROR"
+    assert v.ok  # 27/28 = 96 %: above the default 95 %
