@@ -970,8 +970,16 @@ def boot_delete_where_named(site: Site, **kwargs: Any) -> list[BootDelete]:
     """``[BootDelete(site, **kwargs)]`` where the site names its cloud with an image and
     a flavor to boot from (an ``openstack:`` section that says so is the operator's
     consent to spend the cloud's capacity on servers), ``[]`` elsewhere: what a Galera
-    or controller drill hands to ``workload.running(also=...)``."""
+    or controller drill hands to ``workload.running(also=...)``.
+
+    Such a drill reports the success rate and judges the rest (the error window,
+    servers that existed before still ACTIVE, none of the run's left, placement): a
+    drill lasts a handful of operations, and two failed creates of four while the
+    write endpoint moves are 50 %, a figure, not a verdict (measured on the lab: the
+    writer's node killed, two creates HTTP 500 within 5 s). The seed's question
+    (scenarios/test_openstack.py) states a success rate and runs long enough to
+    judge it."""
     o = site.openstack
     if o is None or not (o.image and o.flavor):
         return []
-    return [BootDelete(site, **kwargs)]
+    return [BootDelete(site, **{"min_success": 0.0, **kwargs})]

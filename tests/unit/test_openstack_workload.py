@@ -336,3 +336,14 @@ def test_a_server_gone_to_error_is_the_first_error_when_every_request_answered()
     v = judge(ops(27, 0) + failed, reads("compute", "." * 30), end=30.0)
     assert v.first_error == "bd-7 at active: status ERROR"
     assert v.ok  # 27/28 = 96 %: above the default 95 %
+
+
+def test_a_drill_reports_the_success_rate_and_judges_the_window() -> None:
+    drill = boot_delete_where_named(inventory.parse(site()))[0]
+    assert drill.min_success == 0.0 and drill.max_window is None
+    half = judge(ops(2, 2), reads("compute", "..xxxxx..."), end=10.0,
+                 min_success=drill.min_success)
+    assert half.ok and half.success_rate == 0.5
+    long = judge(ops(2, 2), reads("compute", "." + "x" * 40 + "."), end=42.0,
+                 min_success=drill.min_success)
+    assert not long.ok and long.error_window == 40.0
