@@ -40,7 +40,7 @@ from chaos.dryrun import refuse
 from chaos.errors import ConfigError
 from chaos.journal import Event
 from chaos.oracle import OpLedger
-from chaos.services.keystone import error_windows
+from chaos.services.keystone import error_spans, error_windows
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -164,6 +164,16 @@ def longest_error_window(requests: Sequence[Request], end: float) -> tuple[float
         if longest > best:
             best, which = longest, api
     return best, which
+
+
+def api_error_spans(requests: Sequence[Request], end: float,
+                    ) -> dict[str, list[tuple[float, float]]]:
+    """Per API, each stretch of its failed requests as (began, ended) in the
+    workload's seconds: what the report's timeline draws as that API's lane."""
+    ordered = sorted(requests, key=lambda r: r.sent)
+    found = {api: error_spans([(r.sent, r.ok) for r in ordered if r.api == api], end)
+             for api in sorted({r.api for r in requests})}
+    return {api: spans for api, spans in found.items() if spans}
 
 
 # ---- placement against nova --------------------------------------------------------
@@ -307,6 +317,12 @@ class BootDeleteVerdict:
     max_window: float = MAX_ERROR_WINDOW
     existing: int = 0  # servers of others ACTIVE when the workload began
     not_intact: tuple[str, ...] = ()  # of those, not ACTIVE at the verdict ("name: status")
+    # when it ran (wall clock, s) and each API's error spans (s since then): the
+    # report's timeline draws a lane per API from them
+    began: float | None = None
+    ended: float | None = None
+    spans: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)
+    apis: tuple[str, ...] = ()  # every API the workload asked
 
     @property
     def success_rate(self) -> float:
@@ -338,7 +354,10 @@ class BootDeleteVerdict:
                 "error_window_api": self.error_window_api, "first_error": self.first_error,
                 "left_behind": self.left_behind, "removed": self.removed,
                 "not_removed": self.not_removed, "existing": self.existing,
-                "not_intact": list(self.not_intact),
+                "not_intact": list(self.not_intact), "began": self.began,
+                "ended": self.ended, "requested": sorted(self.apis),
+                "spans": {api: [[round(a, 2), round(b, 2)] for a, b in spans]
+                          for api, spans in self.spans.items()},
                 "placement_ok": None if self.placement is None else self.placement.ok,
                 "placement": None if self.placement is None else self.placement.describe()}
 
@@ -362,7 +381,8 @@ class BootDeleteVerdict:
 def judge(operations: Sequence[Operation], requests: Sequence[Request], end: float, *,
           left_behind: int = 0, removed: int = 0, placement: PlacementCheck | None = None,
           min_success: float | None = None, max_window: float | None = None,
-          existing: int = 0, not_intact: Sequence[str] = ()) -> BootDeleteVerdict:
+          existing: int = 0, not_intact: Sequence[str] = (),
+          began: float | None = None) -> BootDeleteVerdict:
     """Pure: the verdict from what was seen (``end``: seconds since the start)."""
     window, api = longest_error_window(requests, end)
     # the first request that failed; else the first operation that did (a server that
@@ -376,7 +396,8 @@ def judge(operations: Sequence[Operation], requests: Sequence[Request], end: flo
         left_behind - removed, placement,
         MIN_SUCCESS if min_success is None else min_success,
         MAX_ERROR_WINDOW if max_window is None else max_window, existing,
-        tuple(not_intact))
+        tuple(not_intact), began, None if began is None else began + end,
+        api_error_spans(requests, end), tuple(sorted({r.api for r in requests})))
 
 
 # ---- the workload ------------------------------------------------------------------
@@ -453,6 +474,7 @@ class BootDelete:
         self._threads: list[threading.Thread] = []
         self._ids: tuple[str, str] | None = None  # the image's and flavor's ids
         self.existing: dict[str, str] = {}  # id -> name: others' ACTIVE servers at start
+        self._wall: float | None = None  # time.time() at start
 
     # ---- Oracle words ------------------------------------------------------------
     def describe(self) -> str:
@@ -503,6 +525,7 @@ class BootDelete:
     def start(self) -> None:
         refuse("starting the OpenStack boot/delete workload")
         self._started = time.monotonic()
+        self._wall = time.time()
         # resolved once, before the fault: an image or flavor that does not exist is
         # the inventory's mistake, not the cloud's
         conn = connect(self.config, timeout=self.timeout)
@@ -694,7 +717,7 @@ class BootDelete:
         return judge(operations, requests, end, left_behind=len(left), removed=removed,
                      placement=placement, min_success=self.min_success,
                      max_window=self.max_window, existing=len(self.existing),
-                     not_intact=not_intact)
+                     not_intact=not_intact, began=self._wall)
 
     def cleanup(self) -> None:
         """The verdict removed this run's servers; nothing else is left."""

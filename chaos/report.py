@@ -136,6 +136,15 @@ def _lanes(events: list[dict[str, Any]]) -> dict[str, Series]:
                 seen[name] = UNSEEN
         for name, state in seen.items():
             lanes[name].append((t, str(state)))
+    for e in events:
+        # the OpenStack workload's APIs: answering, or a stretch of errors
+        if e["event"] == Event.ORACLE_OPENSTACK and e.get("began") is not None:
+            began = max(float(e["began"]) - start, 0.0)
+            for api in sorted(e.get("requested") or e.get("spans") or {}):
+                points = lanes[f"openstack/{api}"]
+                points.append((began, "running"))
+                for a, b in e.get("spans", {}).get(api, []):
+                    points += [(began + a, "down"), (began + b, "running")]
     for points in lanes.values():
         if points[0][0] > 0:
             # nothing acted before the first fault: a lane first seen before it shows the

@@ -148,19 +148,24 @@ class ApiVerdict:
                 f"{self.max_window:g}s)")
 
 
-def error_windows(samples: list[tuple[float, bool]], end: float) -> list[float]:
-    """Each stretch of failed requests, in seconds: from its first failure to the next
-    success (or ``end``). ``samples``: (time sent, answered) in order."""
-    windows, began = [], None
+def error_spans(samples: list[tuple[float, bool]], end: float) -> list[tuple[float, float]]:
+    """Each stretch of failed requests as (began, ended): from its first failure to the
+    next success (or ``end``). ``samples``: (time sent, answered) in order."""
+    spans, began = [], None
     for sent, ok in samples:
         if not ok and began is None:
             began = sent
         elif ok and began is not None:
-            windows.append(sent - began)
+            spans.append((began, sent))
             began = None
     if began is not None:
-        windows.append(end - began)
-    return windows
+        spans.append((began, end))
+    return spans
+
+
+def error_windows(samples: list[tuple[float, bool]], end: float) -> list[float]:
+    """Each stretch of failed requests, in seconds (``error_spans``' lengths)."""
+    return [ended - began for began, ended in error_spans(samples, end)]
 
 
 class TokenReads:

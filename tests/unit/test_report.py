@@ -167,3 +167,20 @@ def test_the_verdict_table_wraps_and_folds_long_failures(tmp_path: Path) -> None
     assert len(summary) <= report.FAILURE_HEADLINE and summary.endswith("…")
     assert long.strip() in table  # the whole message, one click away
     assert "test_<wbr>full_<wbr>outage" in table
+
+
+def test_the_openstack_workload_draws_a_lane_per_api_with_its_errors() -> None:
+    from chaos.cloud import Operation, Request, judge
+
+    requests = [Request(float(t), "compute", "poll", not 4 <= t < 9, 0.1) for t in range(20)]
+    requests += [Request(t + 0.5, "identity", "token", True, 0.1) for t in range(20)]
+    verdict = judge([Operation("bd-0", True, 7.0)], requests, end=20.0, began=1003.0)
+    event = {"t": 1030.0, "event": "oracle.openstack", **verdict.fields()}
+    lanes = report._lanes([{"t": 1000.0, "event": "scenario.start"},
+                           {"t": 1005.0, "event": "fault.inject", "fault": "kill-ctl1-1"},
+                           event, {"t": 1031.0, "event": "scenario.end"}])
+    # from the scenario's start (steady before the fault), down for the 5 s of errors
+    assert lanes["openstack/compute"] == [(0.0, "running"), (3.0, "running"),
+                                          (7.0, "down"), (12.0, "running")]
+    assert lanes["openstack/identity"] == [(0.0, "running"), (3.0, "running")]
+    assert verdict.fields()["spans"] == {"compute": [[4.0, 9.0]]}
