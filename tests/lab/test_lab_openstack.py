@@ -176,3 +176,50 @@ def test_nova_on_the_lab_boots_a_server_whose_qemu_runs_under_cmp1s_libvirtd(
             subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m chaos.cli lab env)" '
                             f"&& openstack server delete --wait {server}"], env=LOGIN_ENV,
                            capture_output=True, text=True, timeout=300)
+
+
+def test_the_scenarios_ask_openstack_where_the_lab_runs_it(lab: Lab, tmp_path: Path) -> None:
+    """``chaos run`` on the lab with OpenStack: the compute drills on cmp1 ask nova
+    (nova-compute up and enabled again, its witness server still ACTIVE with the same
+    qemu, a new server booted there), the Galera drill that kills the write endpoint's
+    node runs the boot/delete workload beside its writer, and the seed's question (one
+    controller cut off while servers boot and delete) passes its stated criterion. The
+    figures reach the JUnit properties and the report; nothing is left behind."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    up = chaos("lab", "up", "--openstack", timeout=1200)
+    assert up.returncode == 0, up.stdout + up.stderr
+    report = tmp_path / "report"
+    result = chaos("run", "--report-dir", str(report), "-q", "-rs", "-k",
+                   "test_kill_libvirt_container and cmp1 or test_kill_one_node and ctl1 "
+                   "or test_cut_off_one_controller", timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    suite = ET.parse(report / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and int(suite.get("tests", 0)) == 3
+    props: dict[str, dict[str, str]] = {}
+    for case in suite.iter("testcase"):
+        props[str(case.get("name"))] = {str(p.get("name")): str(p.get("value"))
+                                        for p in case.iter("property")}
+    compute = next(v for k, v in props.items() if k.startswith("test_kill_libvirt"))
+    assert compute["nova_new_server_booted"] == "True" and compute[
+        "nova_servers_not_active"] == "0", compute
+    assert float(compute["nova_compute_up_seconds"]) <= 120
+    galera = next(v for k, v in props.items() if k.startswith("test_kill_one_node"))
+    seed = next(v for k, v in props.items() if k.startswith("test_cut_off"))
+    for figures in (galera, seed):
+        assert {"openstack_success_rate", "openstack_error_window_seconds",
+                "placement_consistent"} <= figures.keys(), figures
+    assert float(seed["openstack_success_rate"]) >= 0.95, seed
+    html = (report / "report.html").read_text()
+    assert "openstack/compute" in html and "nova on cmp1" in html
+    events = [json.loads(line) for line in (report / "journal.jsonl").read_text().splitlines()]
+    print("\n" + "\n".join(json.dumps({k: e.get(k) for k in (
+        "scenario", "operations", "succeeded", "error_window", "error_window_api",
+        "first_error", "up_after", "seen", "new_boot")}) for e in events
+        if e["event"] in ("oracle.openstack", "oracle.nova_host")))
+    # the witness and every server of the runs deleted
+    out = subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m chaos.cli lab env)" '
+                          "&& openstack server list --all-projects -f value -c Name"],
+                         env=LOGIN_ENV, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
