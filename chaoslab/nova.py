@@ -674,7 +674,8 @@ raw_env = {env!r}
         for daemon in AGENTS:
             pid = procs.read_pidfile(self.pidfile(daemon))
             alive = pid is not None and procs.alive(pid)
-            checks.append(Check(f"{daemon}/{self.address}", alive,
+            where = self.compute_address if daemon == "nova-compute" else self.address
+            checks.append(Check(f"{daemon}/{where}", alive,
                                 f"pid {pid} {'running' if alive else 'not running'}"))
         try:
             services = self.client().get("nova-api", "/os-services")["services"]
