@@ -49,12 +49,15 @@ Traps met on the way (2026.2, Debian 12):
   hook in its gunicorn.conf.py (NEUTRON_HOOK) configures them once the app is loaded;
 - a command line is world-readable: ``nova-manage cell_v2 map_cell0`` and
   ``create_cell`` read the database and transport URL from nova.conf, not arguments;
-- nova-compute and libvirtd must see the instances folder at the same path: true of a
-  libvirtd in a mount namespace of the host's (the test's), not of the lab's cmp1
-  container, which binds its own /tmp, /run and /var/lib/libvirt only.
+- nova-compute and libvirtd must see the instances folder at the same path: the lab's
+  compute containers bind ``compute/nova-instances`` at its own path
+  (``instances_path``);
+- nova-compute refuses its first start on a hypervisor that already runs domains ("My
+  hypervisor has existing instances, but I appear to be a new service"): the lab sets
+  cmp1's own domain aside while it registers (``ComputeLab.domain_set_aside``).
 
 Measured on the 2-core VM (shared with a running lab; load average 2-4 during the
-runs), with tests/lab/test_openstack_nova.py (``pytest -s`` prints the figures):
+runs), when it ran standalone beside the lab on a plain MariaDB or a one-node Galera:
 
 - the venv (chaoslab/openstack.py): a cold build (empty pip cache) 98 s wall, 69 s of
   user CPU, 619 MB; keystone's alone was 53.5 s and 282 MB, so these services add ~45 s

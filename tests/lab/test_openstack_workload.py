@@ -14,7 +14,7 @@ inventory's ``openstack:`` section (the password a file reference). Three runs:
   waited past (the default), once strict (a failed poll fails the operation).
 
 ``pytest -s`` prints the figures. Measured when these ran on a standalone stack beside
-the lab (tests/lab/openstack_stack.py; load average 4-8), three runs: twenty operations
+the lab (since folded into the lab; load average 4-8), three runs: twenty operations
 at concurrency 2 in 81-88 s, 20/20, an operation 6.5-7.7 s median (21 s at most), create
 and delete ~0.2 s median, 0 errors, placement consistent; the orphan named, the verdict
 failed; nova-api killed (its worker served on ~6 s, so the API was down ~17-18 s): with
