@@ -11,6 +11,7 @@ from pathlib import Path
 from chaos.errors import EXIT_OK, EXIT_VERDICT, ConfigError
 from chaoslab.fleet import FleetSize
 from chaoslab.lab import Lab
+from chaoslab.nova import FLAVOR, IMAGE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"computes: {size.computes} (cmp4..cmp{size.computes}: light hosts, "
                   f"{size.vms} paused VM(s) each)")
         if lab.openstack_enabled():
-            print(f"openstack: keystone at {lab.keystone().auth_url} "
+            nova = lab.nova()
+            print(f"openstack: keystone at {lab.keystone().auth_url}; glance, placement, "
+                  f"nova and neutron on {nova.address}, nova-compute for "
+                  f"{nova.compute_host}; image {IMAGE!r}, flavor {FLAVOR!r} "
                   "(eval \"$(chaos lab env)\" for the openstack client)")
         if lab.kube_enabled():
             print(f"kubernetes tier ({lab.kube().platform}): inventory {lab.kube_inventory_file}, "
