@@ -223,3 +223,55 @@ def test_the_scenarios_ask_openstack_where_the_lab_runs_it(lab: Lab, tmp_path: P
                           "&& openstack server list --all-projects -f value -c Name"],
                          env=LOGIN_ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+
+
+def test_nova_s_view_of_a_compute_fails_on_deliberately_broken_cases(lab: Lab) -> None:
+    """The compute drills' OpenStack check, broken on purpose twice: nova-compute on
+    cmp1 disabled by an operator (not by a lost libvirt, which it undoes itself) is not
+    up and enabled within the bound; the witness's qemu killed outside nova, so nova
+    finds the server SHUTOFF. Each fails the verdict with what was seen."""
+    import signal
+
+    from chaos.cloud import NovaHost, connect
+
+    up = chaos("lab", "up", "--openstack", timeout=1200)
+    assert up.returncode == 0, up.stdout + up.stderr
+    site = inventory.load(lab.inventory_file)
+    nova = NovaHost.where_running(site, "cmp1", within=10)
+    assert nova is not None and NovaHost.where_running(site, "cmp2") is None
+    conn = connect(nova.config)
+    try:
+        nova.before()
+        (witness, name), = nova.servers.items()
+        assert name.startswith("chaos-witness-")
+        service = next(s for s in conn.compute.services(binary="nova-compute")
+                       if s.host == "cmp1")
+        conn.compute.disable_service(service, "cmp1", "nova-compute",
+                                     disabled_reason="chaos test: disabled on purpose")
+        try:
+            disabled = nova.verdict()
+        finally:
+            conn.compute.enable_service(service, "cmp1", "nova-compute")
+        assert not disabled.ok and disabled.up_after is None, disabled.summary()
+        assert "NOT up and enabled within 10s" in disabled.summary()
+        assert "disabled on purpose" in disabled.service and not disabled.booted
+
+        from chaoslab.compute import qemu_pid_by_uuid
+
+        qemu = qemu_pid_by_uuid(witness)
+        assert qemu is not None
+        os.kill(qemu, signal.SIGKILL)
+        nova.within = 60
+
+        def stopped() -> tuple[bool, str]:
+            status = str(conn.compute.get_server(witness).status)
+            return status != "ACTIVE", status
+
+        wait_for(stopped, what="nova to see the witness stopped", timeout=120, interval=2)
+        killed = nova.verdict()
+        assert not killed.ok and killed.lost == [f"{name}: SHUTOFF"], killed.summary()
+        assert killed.up_after is not None and killed.booted, killed.summary()
+    finally:
+        nova.cleanup()
+        conn.close()
+    assert nova.made == []
