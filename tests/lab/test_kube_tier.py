@@ -221,7 +221,10 @@ def test_the_scenario_suite_runs_against_the_kube_tier_by_inventory_alone(
                     for c in family_cases]
         assert len(family_cases) >= least, family
         assert outcomes == [[]] * len(family_cases), (family, outcomes)
-    # only the drills of a platform's own recovery skip: the harness recovers here
+    # only the drills of a platform's own recovery skip, as the harness recovers here,
+    # and the seed's question, as the tier's inventory names no cloud
+    seed = skipped.pop("test_cut_off_one_controller_while_servers_boot_and_delete", None)
+    assert seed is not None and "runs no openstack" in (seed.get("message") or ""), skipped
     assert set(skipped) == {"test_platform_recovers_a_full_outage_by_itself",
                             "test_a_stalled_platform_is_reported_then_taken_over_with_nothing_lost"
                             }, skipped
