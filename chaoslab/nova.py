@@ -406,6 +406,7 @@ region_name = {self.admin.region}
 # on by default, and it would listen on 127.0.0.1:5900+
 enabled = false
 
+{RABBIT_QUEUES}
 {self._lock()}"""
 
     def _nova_conf(self) -> str:
@@ -470,6 +471,7 @@ connection = {_ini(self.db_url("neutron"))}
 
 {self._auth("keystone_authtoken", "neutron", token_section=True)}
 {self._auth("nova", "nova")}
+{RABBIT_QUEUES}
 {self._lock()}"""
 
     def _gunicorn_conf(self, api: Api) -> str:
@@ -728,6 +730,18 @@ def post_worker_init(worker):
     import sqlalchemy.orm
 
     sqlalchemy.orm.configure_mappers()
+"""
+
+# Quorum queues for every queue, the transient ones (RPC replies, per-server topics)
+# too, under names that survive a reconnect: what kolla-ansible configures now. With
+# oslo.messaging's defaults (classic transient queues, random reply queue names) a
+# controller cut off took the queues homed on its RabbitMQ node with it, and the casts
+# and replies in flight: measured on the lab, a server set to ERROR after a 60 s
+# MessagingTimeout, and two left in BUILD for good while ctl3 was cut off.
+RABBIT_QUEUES = """[oslo_messaging_rabbit]
+rabbit_quorum_queue = true
+rabbit_transient_quorum_queue = true
+use_queue_manager = true
 """
 
 ML2_CONF = """[ml2]

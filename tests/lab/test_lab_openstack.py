@@ -41,8 +41,9 @@ def test_openstack_tier_keystone_client_and_faults(lab: Lab) -> None:
                           "command -v python3"], env=LOGIN_ENV, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    project_id, project, python = out.stdout.split()
-    assert project == "admin"
+    project_id, *projects, python = out.stdout.split()
+    # admin's own, and the services' (glance, placement, nova and neutron's users)
+    assert sorted(projects) == ["admin", "service"]
     assert len(project_id) == 32
     assert not python.startswith(str(lab.keystone().venv)), "keystone's python3 on PATH"
 
