@@ -666,16 +666,7 @@ class BootDelete:
         for server in ids:
             self._record("compute", "cleanup delete", functools.partial(
                 conn.compute.delete_server, server, ignore_missing=True))
-        deadline = time.monotonic() + timeout
-        left = set(ids)
-        while left and time.monotonic() < deadline:
-            for server in sorted(left):
-                with contextlib.suppress(Exception):  # no answer: asked again
-                    if _server_or_none(conn, server) is None:
-                        left.discard(server)
-            if left:
-                time.sleep(2.0)
-        return len(ids) - len(left)
+        return len(ids) - len(_wait_gone(conn, ids, timeout))
 
     def verdict(self, *, settle: float = SETTLE_TIMEOUT) -> BootDeleteVerdict:
         """The workload's figures, its leftovers removed (bounded), and, with
@@ -737,6 +728,21 @@ def _server_or_none(conn: Connection, server: str) -> Any:
         if _not_found(exc):
             return None
         raise
+
+
+def _wait_gone(conn: Connection, ids: Sequence[str], timeout: float) -> set[str]:
+    """Ask after each of ``ids`` every 2 s until all are gone or ``timeout``; the ones
+    still there (a GET that fails is asked again)."""
+    deadline = time.monotonic() + timeout
+    left = set(ids)
+    while left and time.monotonic() < deadline:
+        for server in sorted(left):
+            with contextlib.suppress(Exception):  # no answer: asked again
+                if _server_or_none(conn, server) is None:
+                    left.discard(server)
+        if left:
+            time.sleep(2.0)
+    return left
 
 
 def _validate_token(conn: Connection) -> None:
@@ -959,16 +965,7 @@ class NovaHost:
             for server in self.made:
                 with contextlib.suppress(Exception):  # asked again below
                     conn.compute.delete_server(server, ignore_missing=True)
-            deadline = time.monotonic() + timeout
-            left = set(self.made)
-            while left and time.monotonic() < deadline:
-                for server in sorted(left):
-                    with contextlib.suppress(Exception):
-                        if _server_or_none(conn, server) is None:
-                            left.discard(server)
-                if left:
-                    time.sleep(2.0)
-            self.made = sorted(left)
+            self.made = sorted(_wait_gone(conn, self.made, timeout))
         finally:
             conn.close()
 
