@@ -32,6 +32,7 @@ from chaoslab.model import COMPUTES, CONTROLLERS, SSH_PORT, Check, Component, Ho
 from chaoslab.procs import Daemon
 
 if TYPE_CHECKING:
+    from chaoslab.compute import ComputeLab
     from chaoslab.haproxy import HaproxyLab
     from chaoslab.kube import KubeLab
     from chaoslab.nova import NovaLab
@@ -101,6 +102,14 @@ class Lab:
                f"@{DB_ENDPOINT}:3306/keystone")
         return KeystoneLab(self.root / "openstack" / "keystone", CONTROLLERS[0].address, url)
 
+    def compute(self) -> ComputeLab:
+        """The compute hosts cmp1-cmp3, each container binding nova's instances folder."""
+        from chaoslab.compute import ComputeHost, ComputeLab
+
+        return ComputeLab(self.root / "compute",
+                          [ComputeHost(n, a, m) for n, a, m in COMPUTES],  # type: ignore[arg-type]
+                          cgroup_prefix=self.cgroup_prefix(), shared=self.nova_instances())
+
     def nova_instances(self) -> Path:
         """nova-compute's instances folder, which cmp1's libvirt container binds at the
         same path (every container binds it, OpenStack or not: a tier added later finds
@@ -114,7 +123,6 @@ class Lab:
         hostPID) it reaches over qemu+tcp as the seed's does."""
         from urllib.parse import quote
 
-        from chaoslab.compute import ComputeHost, ComputeLab
         from chaoslab.nova import Admin, NovaLab
         from chaoslab.openstack import ADMIN_PROJECT, ADMIN_USER
         from chaoslab.rabbitmq import RabbitLab
@@ -126,15 +134,13 @@ class Lab:
         # oslo.messaging's form for a cluster: every member, one URL, tried in turn
         transport = "rabbit://" + ",".join(f"{user}:{password}@{h.address}:{rabbit.amqp_port}"
                                            for h in CONTROLLERS) + "/"
-        name, address, mode = COMPUTES[0]
-        compute = ComputeLab(self.root / "compute", [ComputeHost(name, address, mode)],  # type: ignore[arg-type]
-                             cgroup_prefix=self.cgroup_prefix())
+        name, address, _ = COMPUTES[0]
         database = (f"mysql+pymysql://{quote(s.db_user, safe='')}:"
                     f"{quote(s.db_password, safe='')}@{DB_ENDPOINT}:3306")
         return NovaLab(self.root / "openstack" / "nova", CONTROLLERS[0].address, database,
                        transport, Admin(keystone.auth_url, ADMIN_USER,
                                         keystone.admin_password(), ADMIN_PROJECT),
-                       compute.libvirt_uri(name), compute_address=address,
+                       self.compute().libvirt_uri(name), compute_address=address,
                        compute_host=name, controller_host=CONTROLLERS[0].name,
                        instances_path=self.nova_instances())
 
@@ -173,7 +179,6 @@ class Lab:
 
     def _process_components(self) -> list[Component]:
         # imported here so `chaos inventory check` and unit tests need none of the lab
-        from chaoslab.compute import ComputeHost, ComputeLab
         from chaoslab.galera import GaleraLab
         from chaoslab.rabbitmq import RabbitLab
         from chaoslab.sshd import SshdLab
@@ -187,8 +192,7 @@ class Lab:
             # rejoins by itself once the network heals ('ignore' stays split for good)
             RabbitLab(self.root / "rabbitmq", CONTROLLERS, secrets,
                       partition_handling="pause_minority"),
-            ComputeLab(self.root / "compute", [ComputeHost(n, a, m) for n, a, m in COMPUTES],  # type: ignore[arg-type]
-                       cgroup_prefix=self.cgroup_prefix(), shared=self.nova_instances()),
+            self.compute(),
         ]
 
     def cgroup_prefix(self) -> str:
@@ -364,11 +368,9 @@ class Lab:
         """OpenStack's services on the running process lab's Galera (after it, as they
         need it), through HAProxy's write endpoint: keystone, then nova and the rest; the
         inventory then names them. A part that fails takes the ones before it down."""
-        from chaoslab.compute import ComputeLab
-
         added: list[Component] = []
         nova = self.nova()
-        compute = next(c for c in self._process_components() if isinstance(c, ComputeLab))
+        compute = self.compute()
         try:
             parts: list[Component] = [self.haproxy(), self.keystone(), nova]
             for part in parts:
