@@ -120,6 +120,8 @@ class Journal:
                 props["openstack_error_window_seconds"] = entry["error_window"]
                 props["openstack_servers_left"] = entry["left_behind"]
                 props["openstack_servers_not_removed"] = entry["not_removed"]
+                if entry.get("slowest_what"):
+                    props["openstack_slowest_request_seconds"] = entry["slowest"]
                 if entry.get("placement_ok") is not None:
                     props["placement_consistent"] = entry["placement_ok"]
             elif entry["event"] == Event.ORACLE_NOVA_HOST:

@@ -328,6 +328,9 @@ def oracle_words(e: dict[str, Any]) -> str:
                 f"API error window {float(e.get('error_window') or 0):.1f}s, "
                 f"{_count(e.get('left_behind'))} servers left ({_count(e.get('removed'))} "
                 f"removed, {_count(e.get('not_removed'))} not)")
+        if e.get("slowest_what"):
+            text += (f", slowest request {float(e.get('slowest') or 0):.1f}s "
+                     f"({e['slowest_what']})")
         if e.get("placement_ok") is not None:
             text += ", placement " + ("consistent" if e["placement_ok"] else
                                       f"INCONSISTENT: {e.get('placement')}")

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.destructive, pytest.mark.requires("galera", "rabbitmq"
 MIN_SUCCESS = 0.95  # of boot/delete operations succeed
 MAX_ERROR_WINDOW = 30.0  # seconds: no API answers errors for longer
 CUT_FOR = 60.0  # seconds the controller stays cut off, operations going on
+MIN_OPERATIONS = 20  # judged over at least this many: under 20, 95 % lets none fail
 # and: every server that existed before is still ACTIVE, none of the run's is left
 # behind (lost or doubled), placement's allocations match nova's instances after the heal
 
@@ -64,9 +65,11 @@ def test_cut_off_one_controller_while_servers_boot_and_delete(
         recover_rabbitmq.recover(site, journal=journal)
         expect.rabbit_healthy(site, journal=journal)
         healed = len(boots.ledger.acked)
-        # a worker may be waiting out a server that never went ACTIVE (its bound)
-        expect.more_acknowledged(boots.ledger, healed, what="servers booted and deleted "
-                                 "after the heal", timeout=ACTIVE_TIMEOUT + 120)
+        # a worker may be waiting out a server that never went ACTIVE (its bound); a
+        # slow site goes on until the verdict has MIN_OPERATIONS to judge
+        expect.more_acknowledged(boots.ledger, max(healed, MIN_OPERATIONS - 1),
+                                 what="servers booted and deleted, one after the heal",
+                                 timeout=ACTIVE_TIMEOUT + 120)
     verdict = workload.verdict("openstack")
     expect.check(f"OpenStack served through {victim}'s cut: >= {MIN_SUCCESS:.0%} of "
                  f"operations, no error window over {MAX_ERROR_WINDOW:g}s, every server "

@@ -212,12 +212,14 @@ def test_the_scenarios_ask_openstack_where_the_lab_runs_it(lab: Lab, tmp_path: P
         assert {"openstack_success_rate", "openstack_error_window_seconds",
                 "placement_consistent"} <= figures.keys(), figures
     assert float(seed["openstack_success_rate"]) >= 0.95, seed
+    assert float(seed["openstack_slowest_request_seconds"]) < 60, seed
     html = (report / "report.html").read_text()
     assert "openstack/compute" in html and "nova on cmp1" in html
     events = [json.loads(line) for line in (report / "journal.jsonl").read_text().splitlines()]
     print("\n" + "\n".join(json.dumps({k: e.get(k) for k in (
         "scenario", "operations", "succeeded", "error_window", "error_window_api",
-        "first_error", "up_after", "seen", "new_boot")}) for e in events
+        "first_error", "slowest", "slowest_what", "up_after", "seen", "new_boot")})
+        for e in events
         if e["event"] in ("oracle.openstack", "oracle.nova_host")))
     # the witness and every server of the runs deleted
     out = subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m chaos.cli lab env)" '

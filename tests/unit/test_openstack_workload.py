@@ -141,6 +141,23 @@ def test_the_journal_makes_junit_properties_of_it() -> None:
     assert props["openstack_error_window_seconds"] == 2.0
     assert props["openstack_servers_left"] == 1 and props["openstack_servers_not_removed"] == 0
     assert props["placement_consistent"] is True
+    assert props["openstack_slowest_request_seconds"] == 0.1
+
+
+def test_a_slow_create_counts_as_answered_and_is_named_the_slowest() -> None:
+    """nova-api's create that waited out a cut RabbitMQ node (17.7 s, then 202) is what
+    a user sees as a slow boot, not a failed one: answered, and named beside the
+    verdict, which a request that timed out is too."""
+    slow = Request(12.0, "compute", "create", True, 17.7)
+    v = judge(ops(20, 0), [*reads("compute", "." * 30), slow], end=30.0)
+    assert v.ok and v.requests_ok == v.requests and v.error_window == 0.0
+    assert (v.slowest, v.slowest_what) == (17.7, "compute create")
+    assert "slowest request 17.7s (compute create)" in v.summary()
+    assert v.fields()["slowest"] == 17.7
+    timed_out = Request(12.0, "compute", "create", False, 60.0, "ConnectTimeout: timed out")
+    v = judge(ops(20, 0), [*reads("compute", "." * 30), timed_out], end=30.0)
+    assert v.slowest_what == "compute create" and v.requests_ok == v.requests - 1
+    assert judge([], [], end=1.0).slowest_what == ""
 
 
 # ---- the inventory's openstack section ---------------------------------------------
