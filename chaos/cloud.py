@@ -576,7 +576,8 @@ class BootDelete:
         bounds; a thread still busy after that is left to its own bounds (the verdict's
         cleanup finds its server by the run's prefix)."""
         self._stop.set()
-        deadline = time.monotonic() + max(timeout, self.delete_timeout + 2 * self.timeout)
+        deadline = time.monotonic() + max(timeout, self.delete_timeout
+                                          + 2 * self.request_timeout)
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
