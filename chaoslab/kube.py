@@ -64,6 +64,16 @@ PAUSE_IMAGE = "chaos/pause:lab"
 BASE_IMAGE = "chaos/base:lab"
 EPMD_PORT = 4370  # the kube tier's RabbitMQ nodes' own epmd
 UP_TIMEOUT = 180.0
+CONTROL_PLANE_UP = 240.0  # etcd, the API server, the node daemons Ready (the seed's shape: all)
+# openstack-helm's shape, each StatefulSet or DaemonSet Ready. MariaDB's first start has
+# the chart's own race: the leader publishes `live` before its mariadbd is ready, and a
+# pod that reads `live` with no ready endpoint takes the full-outage path: 12 fresh
+# samples 10 s apart (the leader TTL 120 s / the period), then it joins. Measured: its
+# join 154 s after the pods were made, 97 s for the whole tier without the race.
+OSH_RABBIT_READY = 150.0
+OSH_MARIADB_READY = 360.0
+OSH_LIBVIRT_READY = 120.0
+OSH_NOVA_READY = 60.0
 PLATFORMS = ("seed", "openstack-helm")
 
 
@@ -369,13 +379,23 @@ class KubeLab:
             osh.apply(self.api(), osh.compute_objects(kubetopology.compute_objects(
                 h.name, image=BASE_IMAGE, scripts=self.scripts, home=compute.node_home(h.name),
                 cgroup=compute.cgroup_name(h.name), uri=compute.libvirt_uri(h.name)), h.name))
-        self._wait_statefulset(osh.RABBIT_STS, timeout=150)
-        self._wait_statefulset(osh.MARIADB_STS, timeout=240)
+        self._wait_statefulset(osh.RABBIT_STS, timeout=OSH_RABBIT_READY)
+        self._wait_statefulset(osh.MARIADB_STS, timeout=OSH_MARIADB_READY)
         for h in compute.hosts:
-            self._wait_daemonset(f"libvirt-libvirt-{h.name}", timeout=120)
+            self._wait_daemonset(f"libvirt-libvirt-{h.name}", timeout=OSH_LIBVIRT_READY)
             compute.start_domains(h.name)
             compute.save_capabilities(h.name)
-            self._wait_daemonset(f"nova-compute-{h.name}", timeout=60)
+            self._wait_daemonset(f"nova-compute-{h.name}", timeout=OSH_NOVA_READY)
+
+    @property
+    def up_timeout(self) -> float:
+        """How long the lab waits for ``up``: the control plane and its nodes, then, for
+        openstack-helm's shape, each of its deploy's bounded waits in turn."""
+        if self.platform != "openstack-helm":
+            return CONTROL_PLANE_UP
+        hosts = len(self.computes)
+        return (CONTROL_PLANE_UP + OSH_RABBIT_READY + OSH_MARIADB_READY
+                + hosts * (OSH_LIBVIRT_READY + OSH_NOVA_READY))
 
     def _wait_statefulset(self, name: str, *, timeout: float) -> None:
         from kubernetes import client

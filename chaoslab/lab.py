@@ -413,16 +413,27 @@ class Lab:
         self._write_state()
 
     def _up_all(self, components: list[Component]) -> None:
+        """Bring ``components`` up at once. Each is waited for ``UP_TIMEOUT`` or the
+        longer bound it states (``up_timeout``: the sum of its own bounded waits, e.g.
+        the openstack-helm tier's chart timings); one still starting then is reported
+        with how its start ended, since leaving the pool waits for it all the same."""
+        bounds = {c.name: max(UP_TIMEOUT, float(getattr(c, "up_timeout", UP_TIMEOUT)))
+                  for c in components}
+        errors, late = [], []
         with ThreadPoolExecutor(max_workers=len(components)) as pool:
             futures = {c.name: pool.submit(c.up, self._register(c.name)) for c in components}
-            errors = []
             for name, future in futures.items():
                 try:
-                    future.result(timeout=UP_TIMEOUT)
+                    future.result(timeout=bounds[name])
                 except HarnessError as exc:
                     errors.append(f"{name}: {exc}")
                 except TimeoutError:
-                    errors.append(f"{name}: not up within {UP_TIMEOUT:.0f}s")
+                    late.append(name)
+        for name in late:
+            cause = futures[name].exception()
+            errors.append(f"{name}: not up within {bounds[name]:.0f}s"
+                          + (f" ({cause})" if cause is not None else
+                             " (it came up later; its bound is too short)"))
         if errors:
             raise LabError("; ".join(errors))
 
