@@ -414,7 +414,13 @@ def primary_components(view: probes.GaleraView) -> list[list[str]]:
         by_size: dict[int, list[str]] = {}
         for n in members:
             by_size.setdefault(sizes[n], []).append(n)
-        components += list(by_size.values())
+        for size, group in by_size.items():
+            # more nodes report a size than one component of it holds: several
+            # components of that size (two pods that each bootstrapped alone report 1 and
+            # 1). Their count is certain; which of them belong together is not told by
+            # these answers, so they are grouped in name order.
+            step = max(size, 1)
+            components += [group[i:i + step] for i in range(0, len(group), step)]
     return components
 
 

@@ -143,6 +143,20 @@ def test_two_primary_components_of_different_histories_are_split_brain() -> None
     assert plan.situation == "split-brain" and plan.refused
 
 
+def test_two_nodes_that_each_bootstrapped_alone_are_two_components() -> None:
+    """openstack-helm's second reboot after a full outage (docs/OSH-MARIADB.md): two pods
+    of one history each Primary of size 1, the third not yet joined. Grouped by the size
+    they report, they once looked like one component of two, a degraded cluster."""
+    view = GaleraView({"ctl1": GaleraState(1, "Primary", "Synced", True, 64, UUID),
+                       "ctl2": GaleraState(1, "Primary", "Synced", True, 64, UUID),
+                       "ctl3": None}, {"ctl3": "down"})
+    assert galera.primary_components(view) == [["ctl1"], ["ctl2"]]
+    assert galera.classify(view, 3) is galera.Situation.SPLIT_BRAIN
+    plan = galera.plan(site(), observation(up("ctl1", 64, size=1), up("ctl2", 64, size=1),
+                                           down("ctl3", 63)))
+    assert plan.situation == "split-brain" and plan.refused and plan.steps == []
+
+
 def test_one_component_with_a_member_missing_is_not_split_brain() -> None:
     view = GaleraView({"ctl1": GaleraState(2, "Primary", "Synced", True, 9, UUID),
                        "ctl2": GaleraState(2, "Primary", "Synced", True, 9, UUID),
