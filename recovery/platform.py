@@ -91,15 +91,23 @@ def _state(api: Any, namespace: str, configmap: str) -> str:
     return str((cm.metadata.annotations or {}).get(STATE_ANNOTATION, "(no state)"))
 
 
+def galera_seen(v: Any, size: int) -> tuple[bool, str]:
+    """Recovered: every member Synced in one Primary component of ``size``. Two
+    Primary components (a platform that bootstrapped twice) are named split brain."""
+    from recovery.galera import Situation, classify, primary_components
+
+    states = [s for s in v.states.values() if s is not None]
+    done = len(states) == size and all(s.healthy and s.size == size for s in states)
+    if classify(v, size) is Situation.SPLIT_BRAIN:
+        return done, (f"galera SPLIT BRAIN, {len(primary_components(v))} Primary "
+                      f"components: {v.describe()}")
+    return done, f"galera {v.describe()}"
+
+
 def _galera_done(site: Site) -> tuple[bool, str]:
     from chaos.services.galera import view
 
-    v = view(site, timeout=3.0)
-    members = [c.name for c in site.controllers if c.galera]
-    states = [s for s in v.states.values() if s is not None]
-    done = (len(states) == len(members)
-            and all(s.healthy and s.size == len(members) for s in states))
-    return done, f"galera {v.describe()}"
+    return galera_seen(view(site, timeout=3.0), len([c for c in site.controllers if c.galera]))
 
 
 def _rabbit_done(site: Site) -> tuple[bool, str]:

@@ -438,3 +438,18 @@ def test_a_tie_between_a_survivor_and_a_stopped_node_goes_to_the_survivor() -> N
                                            up("ctl3", 943, "non-Primary", 1)))
     assert plan.bootstrap == "ctl3" and "pc.bootstrap=YES" in plan.steps[0].command
     assert "broken in favour of a survivor" in plan.why
+
+
+def test_the_platform_watch_names_a_platform_that_bootstrapped_twice_split_brain() -> None:
+    """openstack-helm's second reboot seen by the ``platform`` watch: every pod Primary
+    and Synced, which is not recovered, and is named split brain."""
+    from recovery.platform import galera_seen
+
+    split = GaleraView({"ctl1": GaleraState(2, "Primary", "Synced", True, 65, UUID),
+                        "ctl2": GaleraState(1, "Primary", "Synced", True, 64, UUID),
+                        "ctl3": GaleraState(2, "Primary", "Synced", True, 65, UUID)}, {})
+    done, said = galera_seen(split, 3)
+    assert not done and said.startswith("galera SPLIT BRAIN, 2 Primary components: ")
+    whole = GaleraView({n: GaleraState(3, "Primary", "Synced", True, 65, UUID)
+                        for n in ("ctl1", "ctl2", "ctl3")}, {})
+    assert galera_seen(whole, 3) == (True, "galera " + whole.describe())
