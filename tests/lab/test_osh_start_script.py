@@ -661,37 +661,6 @@ def _all_ready(cluster: Cluster, pods: list[Pod] | None = None) -> tuple[bool, o
 WON = "I won the ability to reboot the cluster"
 
 
-def _sizes(cluster: Cluster, pods: list[Pod] | None = None) -> dict[str, str]:
-    """Each pod's wsrep_cluster_size, or why it did not answer."""
-    sizes = {}
-    for pod in cluster.pods if pods is None else pods:
-        try:
-            sizes[pod.name] = cluster.status(pod)["wsrep_cluster_size"]
-        except pymysql.MySQLError as error:
-            sizes[pod.name] = f"no answer ({error.args[0]})"
-    return sizes
-
-
-def _one_cluster(cluster: Cluster) -> tuple[bool, object]:
-    """Three ready pods in ONE Primary component: each ready pod is Primary and Synced,
-    which two components also are; each counting three members is what only one is."""
-    ready, seen = _all_ready(cluster)
-    if not ready:
-        return False, seen
-    sizes = _sizes(cluster)
-    return all(size == "3" for size in sizes.values()), sizes
-
-
-def _winners(cluster: Cluster) -> list[tuple[str, str]]:
-    """(time, pod) of every reboot in the pods' current starts, earliest first."""
-    won = []
-    for pod in cluster.pods:
-        for line in pod.log_text().split("==== start")[-1].splitlines():
-            if WON in line:
-                won.append((line[:23], pod.name))
-    return sorted(won)
-
-
 def _view(cluster: Cluster) -> GaleraView:
     """What every pod answers, as the harness reads Galera (chaos.services.galera)."""
     view = GaleraView({}, {})
@@ -703,6 +672,26 @@ def _view(cluster: Cluster) -> GaleraView:
             view.states[pod.name] = None
             view.errors[pod.name] = str(error)
     return view
+
+
+def _one_cluster(cluster: Cluster) -> tuple[bool, object]:
+    """Three ready pods in ONE Primary component: each ready pod is Primary and Synced,
+    which two components also are; each counting three members is what only one is."""
+    ready, seen = _all_ready(cluster)
+    if not ready:
+        return False, seen
+    view = _view(cluster)
+    return view.healthy(3), view.describe()
+
+
+def _winners(cluster: Cluster) -> list[tuple[str, str]]:
+    """(time, pod) of every reboot in the pods' current starts, earliest first."""
+    won = []
+    for pod in cluster.pods:
+        for line in pod.log_text().split("==== start")[-1].splitlines():
+            if WON in line:
+                won.append((line[:23], pod.name))
+    return sorted(won)
 
 
 SETTLE = 20.0  # after a second reboot, for the components' views to stop changing
